@@ -1,0 +1,71 @@
+"""tether: long-lived connections that heal themselves and lose nothing.
+
+The public API is what this module exports; everything in underscore modules is private.
+"""
+
+from ._backoff import Backoff
+from ._classify import DEFAULT_AUTH_CODES, default_link_classifier, parse_retry_after
+from ._clock import Clock, SystemClock
+from ._decision import Action, Classification, Decision, ErrorClass
+from ._errors import (
+    AuthError,
+    BudgetExhausted,
+    BufferFullError,
+    CircuitOpenError,
+    ConfigError,
+    DeadlineExceeded,
+    GaveUpError,
+    LinkClosedError,
+    LinkError,
+    NoHealthyProxy,
+    NotConnectedError,
+    OutboxFull,
+    RecoveryError,
+    StoreError,
+    StoreUnavailable,
+    SupervisorError,
+    TetherError,
+    WaitTooLong,
+)
+from ._state import State
+from . import events
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # time and backoff
+    "Clock",
+    "SystemClock",
+    "Backoff",
+    # classification
+    "Action",
+    "Classification",
+    "Decision",
+    "ErrorClass",
+    "DEFAULT_AUTH_CODES",
+    "default_link_classifier",
+    "parse_retry_after",
+    # state and events
+    "State",
+    "events",
+    # errors
+    "TetherError",
+    "ConfigError",
+    "LinkError",
+    "AuthError",
+    "GaveUpError",
+    "LinkClosedError",
+    "BufferFullError",
+    "NotConnectedError",
+    "RecoveryError",
+    "BudgetExhausted",
+    "DeadlineExceeded",
+    "WaitTooLong",
+    "CircuitOpenError",
+    "NoHealthyProxy",
+    "StoreError",
+    "OutboxFull",
+    "StoreUnavailable",
+    "SupervisorError",
+]

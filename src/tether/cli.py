@@ -1,0 +1,24 @@
+"""The ``tether`` command line (typer)."""
+
+from __future__ import annotations
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="tether: connections that heal themselves.")
+
+
+@app.callback()
+def main() -> None:
+    """tether: connections that heal themselves and lose nothing."""
+
+
+@app.command()
+def version() -> None:
+    """Print tether's version."""
+    typer.echo(f"tether {__version__}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
