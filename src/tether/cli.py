@@ -20,5 +20,8 @@ def version() -> None:
     typer.echo(f"tether {__version__}")
 
 
+# --- subsystem registration: one line each (see docs/ARCHITECTURE.md, "CLI") ---
+# (lines are added here as subsystems land)
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -1,0 +1,85 @@
+"""The connector plugin protocol: one session, one upstream, self-healing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, Protocol, runtime_checkable
+
+from .._clock import Clock
+from .._state import State
+
+__all__ = ["InboundMessage", "ConnectorContext", "Connector", "CONNECTORS", "register_connector"]
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message received from an upstream.
+
+    ``id`` is stable across redeliveries (the upstream's id, or a hash of cursor and payload), so
+    the inbox can drop duplicates and webhooks can be de-duplicated by receivers.
+    """
+
+    session: str
+    id: str
+    payload: Any
+    received_at: float
+    cursor: Mapping[str, Any] | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ConnectorContext:
+    """What the service hands a connector.
+
+    Attributes:
+        session: the session id (use it as the log prefix: ``[session] ...``).
+        options: the session's connector options (already validated).
+        clock: the clock to use for every wait.
+        deliver: await it for every received message; it returns once the message is stored (durable).
+        emit: report a typed event (tether.events or service events) to observers.
+        load_cursor / save_cursor: the persisted resume position of this session.
+    """
+
+    session: str
+    options: Mapping[str, Any]
+    clock: Clock
+    deliver: Callable[[InboundMessage], Awaitable[None]]
+    emit: Callable[[Any], None]
+    load_cursor: Callable[[], Awaitable[Mapping[str, Any] | None]]
+    save_cursor: Callable[[Mapping[str, Any]], Awaitable[None]]
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A self-healing connection to one upstream for one session."""
+
+    kind: ClassVar[str]
+
+    @property
+    def state(self) -> State: ...
+
+    def stats(self) -> Mapping[str, Any]:
+        """Counters and facts for the API and health sweep (attempts, last_error, last_close_code,
+        last_heartbeat_at, up_since, ...)."""
+        ...
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once."""
+        ...
+
+    async def send(self, payload: Any) -> None:
+        """Send one message upstream now; raise a TetherError when it cannot be sent."""
+        ...
+
+    async def stop(self) -> None:
+        """Intentional close: never reconnects; cancels and awaits every task it started."""
+        ...
+
+
+ConnectorFactory = Callable[[ConnectorContext], Connector]
+CONNECTORS: dict[str, ConnectorFactory] = {}
+
+
+def register_connector(kind: str, factory: ConnectorFactory) -> None:
+    """Make a connector kind available to sessions (``{"kind": "websocket", ...}``)."""
+    CONNECTORS[kind] = factory
