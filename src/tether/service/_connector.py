@@ -8,7 +8,15 @@ from typing import Any, Awaitable, Callable, ClassVar, Mapping, Protocol, runtim
 from .._clock import Clock
 from .._state import State
 
-__all__ = ["InboundMessage", "ConnectorContext", "Connector", "CONNECTORS", "register_connector"]
+__all__ = [
+    "InboundMessage",
+    "ConnectorContext",
+    "Connector",
+    "CONNECTORS",
+    "CONNECTOR_OPTIONS",
+    "CONNECTOR_SECRETS",
+    "register_connector",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +46,8 @@ class ConnectorContext:
         deliver: await it for every received message; it returns once the message is stored (durable).
         emit: report a typed event (tether.events or service events) to observers.
         load_cursor / save_cursor: the persisted resume position of this session.
+        defaults: the service's session defaults (``Settings.sessions``: heartbeat, backoff,
+            max_attempts, ...); a connector uses them for every option the session leaves out.
     """
 
     session: str
@@ -47,6 +57,7 @@ class ConnectorContext:
     emit: Callable[[Any], None]
     load_cursor: Callable[[], Awaitable[Mapping[str, Any] | None]]
     save_cursor: Callable[[Mapping[str, Any]], Awaitable[None]]
+    defaults: Any = None
 
 
 @runtime_checkable
@@ -68,7 +79,11 @@ class Connector(Protocol):
         ...
 
     async def send(self, payload: Any) -> None:
-        """Send one message upstream now; raise a TetherError when it cannot be sent."""
+        """Send one message upstream now; raise a TetherError when it cannot be sent.
+
+        ``payload`` is what the outbox stored: the ``str`` the API client posted, or JSON text when
+        it posted an object (a connector that needs structure, like telegram-bot, parses it).
+        """
         ...
 
     async def stop(self) -> None:
@@ -78,8 +93,26 @@ class Connector(Protocol):
 
 ConnectorFactory = Callable[[ConnectorContext], Connector]
 CONNECTORS: dict[str, ConnectorFactory] = {}
+#: Optional pydantic model per kind: the API validates a session's options with it (422 naming the
+#: field) before anything starts. ``extra="forbid"`` on the model catches typos.
+CONNECTOR_OPTIONS: dict[str, Any] = {}
+#: Option names holding credentials per kind: masked in API output and cleared on logout.
+CONNECTOR_SECRETS: dict[str, tuple[str, ...]] = {}
 
 
-def register_connector(kind: str, factory: ConnectorFactory) -> None:
-    """Make a connector kind available to sessions (``{"kind": "websocket", ...}``)."""
+def register_connector(
+    kind: str, factory: ConnectorFactory, *, options: Any = None, secrets: tuple[str, ...] = ()
+) -> None:
+    """Make a connector kind available to sessions (``{"kind": "websocket", ...}``).
+
+    Args:
+        kind: the name sessions use.
+        factory: builds a connector from a :class:`ConnectorContext`.
+        options: a pydantic model class validating the session options (recommended).
+        secrets: option names that hold credentials (masked in output, cleared on logout).
+    """
     CONNECTORS[kind] = factory
+    if options is not None:
+        CONNECTOR_OPTIONS[kind] = options
+    if secrets:
+        CONNECTOR_SECRETS[kind] = tuple(secrets)
