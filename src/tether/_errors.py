@@ -11,7 +11,8 @@ translated where they enter tether and kept as ``__cause__``::
     │   ├── GaveUpError        max_attempts reached, or the classifier said FAIL
     │   ├── LinkClosedError    the link was closed on purpose; no more I/O
     │   ├── BufferFullError    the send buffer is at buffer_limit (on_overflow="raise")
-    │   └── NotConnectedError  wait_connected() timed out
+    │   ├── NotConnectedError  wait_connected() timed out
+    │   └── MessageTypeError   send() got something other than str or bytes (also a TypeError)
     ├── RecoveryError          the recovery engine stopped retrying
     │   ├── BudgetExhausted    a class's attempts, or the retry budget, are used up
     │   ├── DeadlineExceeded   the next sleep would cross the call's deadline
@@ -36,6 +37,7 @@ __all__ = [
     "LinkClosedError",
     "BufferFullError",
     "NotConnectedError",
+    "MessageTypeError",
     "RecoveryError",
     "BudgetExhausted",
     "DeadlineExceeded",
@@ -95,6 +97,10 @@ class BufferFullError(LinkError):
 
 class NotConnectedError(LinkError, TimeoutError):
     """``wait_connected(timeout=...)`` expired before the link was connected."""
+
+
+class MessageTypeError(LinkError, TypeError):
+    """``send()`` takes ``str`` (a text frame) or ``bytes`` (a binary frame); the message names what it got."""
 
 
 class RecoveryError(TetherError):
