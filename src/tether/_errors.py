@@ -22,7 +22,8 @@ translated where they enter tether and kept as ``__cause__``::
     ├── StoreError             durable storage
     │   ├── OutboxFull         the outbox is at its size limit
     │   └── StoreUnavailable   the database file is corrupt, locked or unreadable
-    └── SupervisorError        the process supervisor
+    ├── SupervisorError        the process supervisor
+    └── DeliveryError          an alert notification could not be delivered (webhook, email, Telegram)
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "OutboxFull",
     "StoreUnavailable",
     "SupervisorError",
+    "DeliveryError",
 ]
 
 
@@ -150,3 +152,11 @@ class StoreUnavailable(StoreError):
 
 class SupervisorError(TetherError):
     """The process supervisor could not do what was asked."""
+
+
+class DeliveryError(TetherError):
+    """An alert notification could not be delivered; ``action`` names the channel that failed."""
+
+    def __init__(self, message: str, *, action: str = "") -> None:
+        super().__init__(message)
+        self.action = action
