@@ -1,0 +1,145 @@
+"""Writes BENCHMARKS.md: machine info, then one table per scenario with a ratio against tether."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, Iterable
+
+from ._common import ROOT, Row, Scenario, fmt, lib_version
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _nginx_version() -> str:
+    path = shutil.which("nginx")
+    if not path:
+        return "not installed"
+    try:
+        out = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=5)
+        return (out.stderr or out.stdout).strip().split("/")[-1]
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    import psutil
+
+    return {
+        "date (UTC)": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "CPU": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "kernel": f"{platform.system()} {platform.release()}",
+        "Python": platform.python_version(),
+        "tether": lib_version("tether"),
+        "websockets": lib_version("websockets"),
+        "python-socketio": lib_version("python-socketio"),
+        "python-engineio": lib_version("python-engineio"),
+        "aiohttp": lib_version("aiohttp"),
+        "psutil": lib_version("psutil"),
+        "nginx": _nginx_version(),
+        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)) and v == v:
+        return float(v)
+    return None
+
+
+def _ratio(row: Row, base: Row | None, primary: str, lower_is_better: bool) -> str:
+    if base is None:
+        return "n/a"
+    if row is base:
+        return "1.00× (baseline)"
+    a, b = _number(row.figures.get(primary)), _number(base.figures.get(primary))
+    if a is None or b is None:
+        return "n/a"
+    if b == 0:
+        return "∞" if a else "equal"
+    r = a / b
+    better = (r > 1) if lower_is_better else (r < 1)
+    if abs(r - 1) < 0.005:
+        return "1.00× (equal)"
+    return f"{r:.2f}× ({'tether better' if better else 'tether worse'})"
+
+
+def _groups(rows: Iterable[Row]) -> list[tuple[str, list[Row]]]:
+    out: dict[str, list[Row]] = {}
+    for r in rows:
+        out.setdefault(r.group, []).append(r)
+    return list(out.items())
+
+
+def scenario_markdown(sc: Scenario) -> str:
+    lines = [f"## {sc.title}", ""]
+    if sc.error:
+        lines += [f"**Scenario failed:** {sc.error}", ""]
+    direction = "lower is better" if sc.lower_is_better else "higher is better"
+    if sc.rows:
+        lines += [
+            f"Ratio = system's `{sc.primary}` ÷ tether's ({direction}).",
+            "",
+        ]
+    for group, rows in _groups(sc.rows):
+        if group:
+            lines += [f"**{group}**", ""]
+        cols: list[str] = []
+        for r in rows:
+            for k in r.figures:
+                if k not in cols:
+                    cols.append(k)
+        base = next((r for r in rows if r.baseline), None)
+        lines.append("| system | " + " | ".join(cols) + " | vs tether |")
+        lines.append("|---|" + "---|" * len(cols) + "---|")
+        for r in rows:
+            cells = [fmt(r.figures.get(c, "")) for c in cols]
+            name = r.system + (f" ({r.note})" if r.note else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_ratio(r, base, sc.primary, sc.lower_is_better)} |")
+        lines.append("")
+    for n in sc.notes:
+        lines.append(f"- {n}")
+    if sc.seconds:
+        lines.append(f"- Scenario wall time: {sc.seconds:.0f} s.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write(scenarios: list[Scenario], path: Path | None = None, preamble: list[str] | None = None) -> Path:
+    path = path or ROOT / "BENCHMARKS.md"
+    info = machine_info()
+    lines = [
+        "# Benchmarks: tether vs the clients users pick today",
+        "",
+        "Written by `python -m bench` (`make bench`); every scenario measures tether and its peers in the same",
+        "run, on the same machine, over 127.0.0.1 only. Figures are from one run on a shared machine; treat",
+        "differences under ~10 % as noise. Peers' figures to beat: `../shared/PEERS.md`.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in info.items()]
+    lines.append("")
+    lines += preamble or []
+    for sc in scenarios:
+        lines.append(scenario_markdown(sc))
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
