@@ -28,6 +28,7 @@ from ._errors import (
     WaitTooLong,
 )
 from ._state import State
+from .store import Cursor, Cursors, Inbox, Outbox
 from . import events
 
 __version__ = "0.1.0"
@@ -68,4 +69,9 @@ __all__ = [
     "OutboxFull",
     "StoreUnavailable",
     "SupervisorError",
+    # durable delivery
+    "Outbox",
+    "Inbox",
+    "Cursors",
+    "Cursor",
 ]
