@@ -5,7 +5,7 @@ Server-side pings are off: only the clients' heartbeats are measured.
 
 Messages it understands from clients:
 - ``{"id": "...", ...}`` (JSON with an ``id``): written to ``--log`` (one line, before answering) and
-  answered with ``{"ack": "<id>"}``: the chaos soak's delivery record, safe across SIGKILL.
+  answered with ``{"type": "ack", "id": "<id>"}`` (tether.JsonAck's defaults): the chaos soak's delivery record, safe across SIGKILL.
 - ``"__count__"``: answered with the number of messages this connection received before it.
 - ``"__echo__:..."``: echoed back. Anything else is counted and dropped (a sink).
 
@@ -58,9 +58,20 @@ async def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--log", default=None)
     ap.add_argument("--backlog", type=int, default=4096)
+    ap.add_argument("--no-compression", action="store_true", help="decline permessage-deflate (throughput sink)")
+    ap.add_argument("--defer", action="store_true", help="import and wait for a 'listen' command before binding")
     opts = ap.parse_args()
     raise_nofile()
     st = State(opts.log)
+    reader = await stdin_lines()
+    if opts.defer:
+        # a replacement server is started ahead of time, so "down for 0.5 s" means 0.5 s, not 0.5 s
+        # plus the interpreter's start-up
+        reply({"ready": True, "listening": False, "pid": os.getpid()})
+        for _ in range(1000):
+            line = await reader.readline()
+            if not line or b'"listen"' in line:
+                break
 
     def process_request(connection: ServerConnection, request):  # type: ignore[no-untyped-def]
         now = time.monotonic()
@@ -91,7 +102,7 @@ async def main() -> None:
                             if st.log_fd is not None:
                                 # written before the ack: a SIGKILL after this line keeps the record
                                 os.write(st.log_fd, (json.dumps(obj, separators=(",", ":")) + "\n").encode())
-                            await ws.send(json.dumps({"ack": mid}))
+                            await ws.send(json.dumps({"type": "ack", "id": mid}))
                     elif msg == "__count__":
                         await ws.send(str(received - 1))
                     elif msg.startswith("__echo__:"):
@@ -109,9 +120,9 @@ async def main() -> None:
         ping_interval=None,
         backlog=opts.backlog,
         max_size=2**20,
+        compression=None if opts.no_compression else "deflate",
     ):
-        reply({"ready": True, "pid": os.getpid(), "port": opts.port})
-        reader = await stdin_lines()
+        reply({"ready": True, "listening": True, "pid": os.getpid(), "port": opts.port, "at": time.monotonic()})
         for _ in range(10_000_000):  # bounded command loop; ends on EOF or quit
             line = await reader.readline()
             if not line:

@@ -1,0 +1,179 @@
+"""Cost of an idle connection: RSS per connection and CPU spent on heartbeats.
+
+Each (system, N) runs in a fresh client process (``python -m bench.cost --child ...``) so RSS deltas
+are not polluted by a previous run, against a server in another process. The child measures its RSS
+after imports, opens N connections, collects garbage, measures again (delta / N), then measures the
+CPU time it spends over a window of one heartbeat interval (20 s: both systems' default), which on an
+idle connection is the heartbeat and the timers behind it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import os
+import time
+from typing import Any
+
+import psutil
+
+from ._common import (
+    HOST,
+    Child,
+    Row,
+    Scenario,
+    free_port,
+    na_row,
+    print_scenario,
+    raise_nofile,
+    reply,
+    tether_link_available,
+)
+
+WINDOW = 20.0
+BATCH = 250
+
+
+async def _child(system: str, n: int, port: int, window: float) -> dict[str, Any]:
+    raise_nofile()
+    from websockets.asyncio.client import connect as ws_connect
+
+    if system == "tether":
+        import tether  # noqa: F401  (import cost belongs to the baseline, not to the connections)
+    proc = psutil.Process()
+    url = f"ws://{HOST}:{port}/"
+    held: list[Any] = []
+    gc.collect()
+    await asyncio.sleep(0.2)
+    rss0 = proc.memory_info().rss
+    tasks0 = len(asyncio.all_tasks())
+    t_connect = time.monotonic()
+    for i in range(0, n, BATCH):
+        k = min(BATCH, n - i)
+        if system == "tether":
+            import tether
+
+            links = [tether.connect(url) for _ in range(k)]
+            for link in links:
+                await link.start()
+            await asyncio.gather(*(link.wait_connected(timeout=60) for link in links))
+            held += links
+        else:
+            held += await asyncio.gather(*(ws_connect(url, proxy=None) for _ in range(k)))
+    connect_s = time.monotonic() - t_connect
+    gc.collect()
+    await asyncio.sleep(2.0)
+    gc.collect()
+    rss1 = proc.memory_info().rss
+    tasks1 = len(asyncio.all_tasks())
+    c0 = proc.cpu_times()
+    w0 = time.monotonic()
+    await asyncio.sleep(window)
+    c1 = proc.cpu_times()
+    w1 = time.monotonic()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    if system == "tether":
+        import tether
+
+        alive = sum(1 for link in held if link.state is tether.State.CONNECTED)
+        disconnects = sum(link.stats.disconnects for link in held)
+    else:
+        alive = sum(1 for ws in held if ws.close_code is None)
+        disconnects = n - alive
+    return {
+        "rss_per_conn_kib": (rss1 - rss0) / n / 1024,
+        "cpu_pct": 100.0 * cpu / (w1 - w0),
+        "cpu_ms_per_conn_per_min": 1000.0 * cpu / n * 60.0 / (w1 - w0),
+        "tasks_per_conn": (tasks1 - tasks0) / n,
+        "alive": alive,
+        "disconnects": disconnects,
+        "connect_s": connect_s,
+    }
+
+
+async def measure(system: str, n: int, window: float) -> dict[str, Any]:
+    port = free_port()
+    server = Child("bench._wsserver", "--port", str(port))
+    await server.start()
+    child = Child("bench.cost", "--child", system, "--n", str(n), "--port", str(port), "--window", str(window))
+    try:
+        return await child.start(ready_timeout=window + 240)
+    finally:
+        await child.close()
+        await server.close()
+
+
+async def run_async(sizes: tuple[int, ...] = (10_000, 1_000), window: float = WINDOW,
+                    include_tether: bool | None = None) -> Scenario:
+    sc = Scenario(
+        name="cost",
+        title="Cost of idle connections: RSS per connection and heartbeat CPU",
+        primary="RSS KiB/conn",
+        lower_is_better=True,
+    )
+    if include_tether is None:
+        include_tether = tether_link_available()
+    t_start = time.monotonic()
+    for n in sizes:
+        group = f"N = {n:,} idle connections" + (" (issue 3 line)" if n == 1000 else "")
+        systems = [("tether", "tether.connect (heartbeat 20 s + 10 s)", True)] if include_tether else []
+        if not include_tether:
+            sc.rows.append(na_row("tether.connect", "tether.connect has not landed", group, True))
+        systems.append(("websockets", "websockets.connect (ping 20 s)", False))
+        for key, name, base in systems:
+            try:
+                r = await measure(key, n, window)
+            except Exception as exc:  # noqa: BLE001 - a failed run is a row that says so
+                sc.rows.append(na_row(name, f"{type(exc).__name__}: {exc}", group, base))
+                continue
+            sc.rows.append(Row(name, {
+                "RSS KiB/conn": r["rss_per_conn_kib"],
+                "CPU % (one core)": r["cpu_pct"],
+                "CPU ms/conn/min": r["cpu_ms_per_conn_per_min"],
+                "tasks/conn": r["tasks_per_conn"],
+                "alive at end": f"{r['alive']:,}/{n:,}",
+            }, group=group, baseline=base))
+            # RSS is the primary; CPU gets its own ratio column
+        _cpu_ratio(sc, group)
+    sc.notes += [
+        f"Client process per run, server in another process; CPU measured over {window:g} s (one heartbeat "
+        "interval for both) after all connections are up; % of one core.",
+        "Both use permessage-deflate as negotiated by default (tether's Link uses websockets underneath with its defaults).",
+    ]
+    sc.seconds = time.monotonic() - t_start
+    return sc
+
+
+def _cpu_ratio(sc: Scenario, group: str) -> None:
+    rows = [r for r in sc.rows if r.group == group]
+    base = next((r for r in rows if r.baseline), None)
+    b = base.figures.get("CPU % (one core)") if base else None
+    for r in rows:
+        v = r.figures.get("CPU % (one core)")
+        if isinstance(v, float) and isinstance(b, float) and b > 0 and "status" not in r.figures:
+            r.figures["CPU vs tether"] = f"{v / b:.2f}×"
+
+
+def run(**kw: Any) -> Scenario:
+    return asyncio.run(run_async(**kw))
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--child", choices=["tether", "websockets"])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--window", type=float, default=WINDOW)
+    ap.add_argument("--sizes", default="10000,1000")
+    a = ap.parse_args()
+    if a.child:
+        async def _main() -> None:
+            reply(await _child(a.child, a.n, a.port, a.window))
+            # thousands of open connections: the kernel closes them faster than a polite teardown
+            os._exit(0)
+
+        asyncio.run(_main())
+    else:
+        print_scenario(run(sizes=tuple(int(x) for x in a.sizes.split(",")), window=a.window))
