@@ -227,8 +227,7 @@ class Database:
                     try:
                         conn = self._open()
                     except StoreUnavailable as e:
-                        self._deliver([(fut, loop, False, StoreUnavailable(str(e)))
-                                       for _, _, fut, loop in batch])
+                        self._deliver([(fut, loop, False, _copy(e)) for _, _, fut, loop in batch])
                         continue
                 self._execute(conn, batch)
         finally:
@@ -266,8 +265,7 @@ class Database:
         except Exception as e:  # noqa: BLE001 - translated below, never leaks raw
             self._rollback(conn)
             if isinstance(e, sqlite3.Error) and _is_file_error(e) or len(batch) == 1:
-                err = self._translate(e)
-                results = [(fut, loop, False, err) for _, _, fut, loop in batch]
+                results = [(fut, loop, False, self._translate(e)) for _, _, fut, loop in batch]
             else:
                 results = [self._execute_one(conn, op) for op in batch]
         self._deliver(results)
@@ -312,6 +310,13 @@ class Database:
                 loop.call_soon_threadsafe(_resolve, items)
             except RuntimeError:
                 pass  # the caller's loop is closed; nobody is waiting any more
+
+
+def _copy(err: StoreUnavailable) -> StoreUnavailable:
+    """A fresh exception per waiter (one instance raised in many tasks would share tracebacks)."""
+    new = StoreUnavailable(str(err))
+    new.__cause__ = err.__cause__
+    return new
 
 
 def _is_file_error(e: sqlite3.Error) -> bool:

@@ -204,6 +204,12 @@ def _nack(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], now:
                          (now + delay, now, session, head))
 
 
+def _release(conn: sqlite3.Connection, state: dict[str, Any], session: str | None) -> int:
+    where, args = ("", ()) if session is None else (" AND session = ?", (session,))
+    return conn.execute(f"UPDATE outbox SET status = 'pending', available_at = 0 "
+                        f"WHERE status = 'leased'{where}", args).rowcount
+
+
 def _sweep(conn: sqlite3.Connection, state: dict[str, Any], now: float, retention: float) -> int:
     rows = conn.execute(f"SELECT seq FROM outbox WHERE expires_at IS NOT NULL AND expires_at <= ? "
                         f"AND {_OPEN} AND available_at <= ?", (now, now)).fetchall()
@@ -477,6 +483,17 @@ class Outbox:
         if session is not None:
             check_session(session)
         return await self._run(_dead_letters, session, _limit(limit))
+
+    async def release_leases(self, session: str | None = None) -> int:
+        """Give back every lease now (of one session or all), without counting an attempt.
+
+        Call it when a process starts on a file whose previous owner died: the dead process's
+        leases would otherwise block their sessions (head-of-line) until ``lease_for`` passes.
+        Messages it may have sent before dying are sent again (at-least-once). Returns the count.
+        """
+        if session is not None:
+            check_session(session)
+        return await self._run(_release, session)
 
     async def sweep(self) -> int:
         """Dead-letter every expired message now and forget delivered messages past retention.
