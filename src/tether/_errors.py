@@ -160,3 +160,22 @@ class DeliveryError(TetherError):
     def __init__(self, message: str, *, action: str = "") -> None:
         super().__init__(message)
         self.action = action
+
+
+class ServiceError(TetherError):
+    """Base for errors of the gateway service (``tether.service``)."""
+
+
+class SessionNotFound(ServiceError, KeyError):
+    """No session has the given id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "session not found"
+
+
+class SessionConflict(ServiceError):
+    """The request conflicts with the session: the id exists, or it is logged out."""
+
+
+class ServiceClosing(ServiceError):
+    """The service is shutting down and accepts no new work; retry against the restarted service."""

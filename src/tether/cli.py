@@ -22,6 +22,7 @@ def version() -> None:
 
 # --- subsystem registration: one line each (see docs/ARCHITECTURE.md, "CLI") ---
 # (lines are added here as subsystems land)
+from .service._cli import register as _register_service; _register_service(app)  # noqa: E402,E702
 from .supervise._cli import register as _register_supervise; _register_supervise(app)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,6 +42,9 @@ class SessionDefaults(BaseModel):
     max_queue_depth: int = Field(10_000, ge=1, description="outbox depth the sweep reports as a backlog")
     send_batch: int = Field(32, ge=1, le=1000, description="messages leased per delivery round")
     send_timeout: float = Field(10.0, gt=0, description="seconds one upstream send may take")
+    outbox_max_attempts: int | None = Field(
+        25, ge=1, description="failed sends before a message moves to the dead letters (None: never)"
+    )
 
 
 class WebhookSettings(BaseModel):
