@@ -1,0 +1,734 @@
+"""The Link's asyncio shell: performs what the sans-I/O core decides, over ``websockets``."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import inspect
+import logging
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from .._backoff import Backoff
+from .._classify import DEFAULT_AUTH_CODES, default_link_classifier
+from .._clock import SYSTEM_CLOCK, Clock, SystemClock, wait_for
+from .._decision import Action, Decision, ErrorClass
+from .._errors import BufferFullError, ConfigError, LinkClosedError, LinkError, MessageTypeError, NotConnectedError
+from .._events import Connected, Disconnected, Dropped, Event, GaveUp, HeartbeatAck
+from .._state import State
+from ._admission import Admission
+from ._core import Abort, Connect, CoreAction, CoreConfig, Emit, GiveUp, LinkCore, SendPing, Sleep
+from ._options import AppPing, JsonAck, Message
+
+__all__ = ["Link", "LinkStats", "connect"]
+
+log = logging.getLogger("tether.link")
+
+#: How long a closing handshake may take before the socket is aborted. websockets waits 10 s for a
+#: close frame from a dead peer; a dead peer never sends one, so we give it one second.
+CLOSE_TIMEOUT = 1.0
+_EVENT_BACKLOG = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """A snapshot of a link's counters and facts (times are wall-clock epoch seconds)."""
+
+    connects: int = 0
+    disconnects: int = 0
+    attempts: int = 0
+    sent: int = 0
+    received: int = 0
+    buffered: int = 0
+    dropped: int = 0
+    last_error: str | None = None
+    up_since: float | None = None
+    last_close_code: int | None = None
+    last_close_reason: str | None = None
+    last_heartbeat_rtt: float | None = None
+    last_heartbeat_at: float | None = None
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials or query values (bot tokens live there)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+class _Pulse:
+    """A broadcast wake-up: waiters take the current event; ``fire()`` wakes them all and makes a new one."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        old, self._event = self._event, asyncio.Event()
+        old.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    @property
+    def current(self) -> asyncio.Event:
+        return self._event
+
+
+class _Out:
+    __slots__ = ("data", "fut")
+
+    def __init__(self, data: Message, fut: asyncio.Future[bool] | None) -> None:
+        self.data = data
+        self.fut = fut
+
+    def settle(self, written: bool) -> None:
+        if self.fut is not None and not self.fut.done():
+            self.fut.set_result(written)
+
+
+class _EventStream:
+    """One consumer's view of a link's events; registered when created so nothing is missed."""
+
+    def __init__(self, link: "Link") -> None:
+        self._link = link
+        self._items: collections.deque[Event] = collections.deque(maxlen=_EVENT_BACKLOG)
+        self._pulse = _Pulse()
+        self._ended = False
+
+    def _push(self, event: Event) -> None:
+        self._items.append(event)
+        self._pulse.fire()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._pulse.fire()
+
+    def __aiter__(self) -> "_EventStream":
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            waiter = self._pulse.current
+            if self._items:
+                return self._items.popleft()
+            if self._ended:
+                raise StopAsyncIteration
+            await waiter.wait()
+
+    async def aclose(self) -> None:
+        self._link._streams.discard(self)
+        self._end()
+
+
+def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = True, hint: str) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or (value <= minimum if strict else value < minimum):
+        raise ConfigError(f"{name} must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}; {hint}")
+    return float(value)
+
+
+class Link:
+    """A WebSocket connection that heals itself. Make one with :func:`tether.connect`.
+
+    See ``docs/link.md`` for the defaults and why they are what they are.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        heartbeat_interval: float | None = 20.0,
+        heartbeat_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        max_attempts: int | None = None,
+        stable_after: float = 30.0,
+        buffer_limit: int = 10_000,
+        on_overflow: str = "raise",
+        admission: Admission | None = None,
+        clock: Clock | None = None,
+        classifier: Callable[[BaseException], Decision] | None = None,
+        headers: Mapping[str, str] | Callable[[], Any] | None = None,
+        subprotocols: Sequence[str] | None = None,
+        heartbeat: AppPing | None = None,
+        auth_codes: Iterable[int] = DEFAULT_AUTH_CODES,
+        reconnect_on_normal_close: bool = True,
+        outbox: Any = None,
+        session: str | None = None,
+        ack: JsonAck | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("ws", "wss"):
+            raise ConfigError(f"url must be a ws:// or wss:// URL string, got {redact_url(str(url))!r}")
+        self.url = url
+        self.name = name or redact_url(url)
+        self._clock: Clock = clock or SYSTEM_CLOCK
+        self._connect_timeout = _number("connect_timeout", connect_timeout, hint="e.g. connect_timeout=10.0")
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise ConfigError(f"backoff must be a tether.Backoff(...) or None, got {type(backoff).__name__}")
+        if isinstance(buffer_limit, bool) or not isinstance(buffer_limit, int) or buffer_limit < 1:
+            raise ConfigError(f"buffer_limit must be an int >= 1 (e.g. 10_000), got {buffer_limit!r}")
+        if on_overflow not in ("raise", "drop_oldest"):
+            raise ConfigError(f'on_overflow must be "raise" or "drop_oldest", got {on_overflow!r}')
+        if admission is not None and not callable(getattr(admission, "acquire", None)):
+            raise ConfigError("admission must be a tether.Admission(rate=..., burst=...) shared by the links it caps")
+        if classifier is not None and not callable(classifier):
+            raise ConfigError("classifier must be a callable exc -> tether.Decision, or None for the default")
+        if headers is not None and not (callable(headers) or isinstance(headers, Mapping)):
+            raise ConfigError("headers must be a dict, or a (async) callable returning one before every attempt")
+        if subprotocols is not None and (isinstance(subprotocols, str) or not all(isinstance(p, str) for p in subprotocols)):
+            raise ConfigError(f"subprotocols must be a list of strings, e.g. ['v1.chat'], got {subprotocols!r}")
+        if heartbeat is not None and not isinstance(heartbeat, AppPing):
+            raise ConfigError("heartbeat must be tether.AppPing(make=..., is_pong=...) or None for WebSocket pings")
+        if ack is not None and not isinstance(ack, JsonAck):
+            raise ConfigError("ack must be tether.JsonAck(...) or None")
+        if (outbox is None) != (session is None):
+            raise ConfigError("outbox= and session= go together: durable mode needs both (or neither)")
+        if ack is not None and outbox is None:
+            raise ConfigError("ack= needs durable mode: pass outbox= and session= too")
+        try:
+            codes = frozenset(int(c) for c in auth_codes)
+        except (TypeError, ValueError):
+            raise ConfigError(f"auth_codes must be close codes (ints), e.g. {{4001, 4003}}; got {auth_codes!r}") from None
+        self._core = LinkCore(
+            CoreConfig(
+                heartbeat_interval=heartbeat_interval,
+                heartbeat_timeout=heartbeat_timeout,
+                stable_after=stable_after,
+                max_attempts=max_attempts,
+                backoff=(backoff or Backoff()).clone(),
+            )
+        )
+        self._buffer_limit = buffer_limit
+        self._on_overflow = on_overflow
+        self._admission = admission
+        self._headers = headers
+        self._subprotocols = list(subprotocols) if subprotocols is not None else None
+        self._app_ping = heartbeat
+        if classifier is None:
+            clk = self._clock
+
+            def classifier(exc: BaseException) -> Decision:
+                return default_link_classifier(exc, now=clk.wall(), auth_codes=codes, reconnect_on_normal_close=reconnect_on_normal_close)
+
+        self._classifier = classifier
+        self._durable = None
+        if outbox is not None:
+            from ._durable import DurableSender
+
+            self._durable = DurableSender(self, outbox, str(session), ack)
+
+        self._stats = LinkStats()
+        self._was_up = False
+        self._ws: ClientConnection | None = None
+        self._ws_conn = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conn_tasks: set[asyncio.Task[Any]] = set()
+        self._connect_task: asyncio.Task[Any] | None = None
+        self._buffer: collections.deque[_Out] = collections.deque()
+        self._inflight: _Out | None = None
+        self._recvq: collections.deque[Message] = collections.deque()
+        self._buffer_pulse = _Pulse()
+        self._recv_pulse = _Pulse()
+        self._room_pulse = _Pulse()
+        self._state_pulse = _Pulse()
+        self._wakeup = asyncio.Event()
+        self._subscribers: list[Callable[[Event], None]] = []
+        self._streams: set[_EventStream] = set()
+        self._started = False
+        self._closing = False
+        self._closed = asyncio.Event()
+
+    # -- public surface ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """Where the link is: IDLE, CONNECTING, CONNECTED, BACKING_OFF, CLOSING, CLOSED or FAILED."""
+        return self._core.state
+
+    @property
+    def stats(self) -> LinkStats:
+        """A snapshot of the counters (see :class:`LinkStats`)."""
+        return dataclasses.replace(self._stats, attempts=self._core.total_attempts, buffered=self.buffered)
+
+    @property
+    def buffered(self) -> int:
+        """Messages waiting to be written (buffered while down, or queued behind the writer)."""
+        return len(self._buffer) + (1 if self._inflight is not None else 0)
+
+    async def start(self) -> None:
+        """Begin connecting in the background; returns at once. ``async with`` calls it for you."""
+        if self._closing:
+            raise LinkClosedError(f"[{self.name}] link is closed")
+        if self._started:
+            return
+        self._started = True
+        self._spawn(self._timer_loop(), "timer")
+        if self._durable is not None:
+            await self._durable.start()
+        self._feed(self._core.start(self._clock.monotonic()))
+
+    async def __aenter__(self) -> "Link":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the link is CONNECTED.
+
+        Raises:
+            NotConnectedError: ``timeout`` seconds passed first.
+            AuthError / GaveUpError: the link failed for good.
+            LinkClosedError: the link was closed.
+        """
+        try:
+            await wait_for(self._until_connected(), timeout, self._clock)
+        except TimeoutError:
+            raise NotConnectedError(f"[{self.name}] not connected after {timeout}s (state {self.state})") from None
+
+    async def _until_connected(self) -> None:
+        while True:
+            waiter = self._state_pulse.current
+            state = self._core.state
+            if state is State.CONNECTED:
+                return
+            if state is State.FAILED and self._core.error is not None:
+                raise self._core.error
+            if state in (State.CLOSING, State.CLOSED):
+                raise LinkClosedError(f"[{self.name}] link is closed")
+            await waiter.wait()
+
+    async def send(self, data: Message) -> None:
+        """Send one message (str: text frame, bytes: binary frame), in order.
+
+        While connected it returns once the message is written to the socket; while disconnected it
+        returns once buffered (up to ``buffer_limit``), and buffered messages go out first after the
+        reconnect. In durable mode (``outbox=``) it returns once the message is on disk.
+
+        Raises:
+            MessageTypeError: ``data`` is neither str nor bytes.
+            BufferFullError: the buffer holds ``buffer_limit`` messages and ``on_overflow="raise"``.
+            AuthError / GaveUpError: the link failed; call ``reconnect()`` first.
+            LinkClosedError: the link was closed.
+        """
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        if not isinstance(data, (str, bytes)):
+            raise MessageTypeError(f"send() takes str or bytes, got {type(data).__name__}; json.dumps() objects first")
+        if self._closing:
+            raise LinkClosedError(f"[{self.name}] link is closed; no more sends")
+        if self._core.state is State.FAILED and self._core.error is not None:
+            raise self._core.error
+        if self._durable is not None:
+            await self._durable.send(data)
+            return
+        connected = self._core.state is State.CONNECTED
+        if len(self._buffer) >= self._buffer_limit:
+            if self._on_overflow == "raise":
+                raise BufferFullError(
+                    f"[{self.name}] send buffer holds buffer_limit={self._buffer_limit} messages; "
+                    'raise buffer_limit or use on_overflow="drop_oldest"'
+                )
+            self._buffer.popleft().settle(False)
+            self._stats = dataclasses.replace(self._stats, dropped=self._stats.dropped + 1)
+            self._emit(Dropped(1))
+        item = _Out(data, asyncio.get_running_loop().create_future() if connected else None)
+        self._buffer.append(item)
+        self._buffer_pulse.fire()
+        if item.fut is not None:
+            await item.fut
+
+    async def recv(self) -> Message:
+        """The next received message (str or bytes).
+
+        Raises:
+            LinkClosedError: the link was closed and every received message was read.
+            AuthError / GaveUpError: the link failed and every received message was read.
+        """
+        while True:
+            waiter = self._recv_pulse.current
+            if self._recvq:
+                message = self._recvq.popleft()
+                if len(self._recvq) < self._buffer_limit:
+                    self._room_pulse.fire()
+                return message
+            if self._closing:
+                raise LinkClosedError(f"[{self.name}] link is closed")
+            if self._core.state is State.FAILED and self._core.error is not None:
+                raise self._core.error
+            await waiter.wait()
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self.recv()
+        except LinkClosedError:
+            raise StopAsyncIteration from None
+
+    def events(self) -> AsyncIterator[Event]:
+        """An async iterator of this link's events from now on; it ends after ``Closed``. Many may run at once."""
+        stream = _EventStream(self)
+        if self._core.state is State.CLOSED:
+            stream._end()
+        else:
+            self._streams.add(stream)
+        return stream
+
+    def subscribe(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` synchronously for every event; returns a function that unsubscribes.
+
+        A callback that raises is logged and otherwise ignored: observers never break the link.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    async def reconnect(self) -> None:
+        """Manual reconnect: retry a FAILED link from scratch, end a backoff now, or replace a live connection."""
+        if self._closing:
+            raise LinkClosedError(f"[{self.name}] link is closed")
+        if not self._started:
+            await self.start()
+            return
+        self._feed(self._core.reconnect_requested(self._clock.monotonic()))
+
+    def configure(
+        self, *, heartbeat_interval: float | None | object = ..., heartbeat_timeout: float | object = ..., backoff: Backoff | object = ...
+    ) -> None:
+        """Change heartbeat and backoff settings while running; they apply from the next cycle, no reconnect.
+
+        Raises:
+            ConfigError: a value is invalid (nothing is changed then).
+        """
+        self._core.configure(heartbeat_interval=heartbeat_interval, heartbeat_timeout=heartbeat_timeout, backoff=backoff)
+        self._wakeup.set()
+
+    async def close(self, *, flush_timeout: float = 2.0) -> None:
+        """Close on purpose: never reconnects. Flushes buffered messages for up to ``flush_timeout`` seconds
+        while connected, sends close 1000, then cancels and awaits every task the link started.
+        """
+        if self._closing:
+            await self._closed.wait()
+            return
+        if self._core.state is State.CONNECTED and self.buffered and flush_timeout > 0:
+            try:
+                await wait_for(self._flushed(), flush_timeout, self._clock)
+            except (TimeoutError, LinkError):
+                pass
+        self._closing = True
+        now = self._clock.monotonic()
+        self._feed([a for a in self._core.close_requested(now) if isinstance(a, Emit)])
+        ws, self._ws = self._ws, None
+        for task in list(self._tasks):
+            task.cancel()
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(1000, "bye"), CLOSE_TIMEOUT)
+            except BaseException:  # noqa: BLE001 - whatever happens, the socket goes
+                pass
+            if ws.transport is not None:
+                ws.transport.abort()
+        await self._reap(list(self._tasks))
+        if self._durable is not None:
+            await self._durable.stop()
+        self._feed(self._core.closed(self._clock.monotonic()))
+        for stream in list(self._streams):
+            stream._end()
+        self._streams.clear()
+        self._recv_pulse.fire()
+        self._closed.set()
+
+    async def _flushed(self) -> None:
+        while self.buffered:
+            waiter = self._buffer_pulse.current
+            if self._core.state is not State.CONNECTED:
+                return
+            await waiter.wait()
+
+    # -- the engine ----------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any], what: str, *, conn_scoped: bool = False) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"tether.link[{self.name}].{what}")  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        if conn_scoped:
+            self._conn_tasks.add(task)
+            task.add_done_callback(self._conn_tasks.discard)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("[%s] internal task %s failed", self.name, task.get_name(), exc_info=task.exception())
+
+    async def _reap(self, tasks: list[asyncio.Task[Any]]) -> None:
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=5.0)
+        if pending:  # pragma: no cover - a task that ignores cancellation is a bug; say which
+            log.error("[%s] tasks did not stop within 5 s: %s", self.name, [t.get_name() for t in pending])
+
+    def _feed(self, actions: list[CoreAction]) -> None:
+        for action in actions:
+            if isinstance(action, Emit):
+                self._emit(action.event)
+            elif isinstance(action, Connect):
+                self._connect_task = self._spawn(self._attempt(action.conn), f"connect#{action.conn}")
+            elif isinstance(action, SendPing):
+                if self._ws is not None and self._ws_conn == action.conn:
+                    self._spawn(self._ping(action.conn, self._ws), "ping", conn_scoped=True)
+            elif isinstance(action, Abort):
+                self._teardown(action.conn)
+            elif isinstance(action, GiveUp):
+                log.warning("[%s] gave up: %s", self.name, action.error)
+                self._recv_pulse.fire()
+            elif isinstance(action, Sleep):
+                pass  # the core's deadline ends the backoff; the timer loop wakes for it
+        self._state_pulse.fire()
+        self._wakeup.set()
+
+    def _emit(self, event: Event) -> None:
+        event = dataclasses.replace(event, at=self._clock.wall())
+        s = self._stats
+        if isinstance(event, Connected):
+            self._was_up = True
+            s = dataclasses.replace(s, connects=s.connects + 1, up_since=event.at)
+        elif isinstance(event, Disconnected):
+            lost = self._was_up
+            self._was_up = False
+            s = dataclasses.replace(
+                s,
+                disconnects=s.disconnects + (1 if lost else 0),
+                up_since=None,
+                last_error=event.reason,
+                last_close_code=event.code if event.code is not None else s.last_close_code,
+                last_close_reason=event.reason if event.code is not None else s.last_close_reason,
+            )
+        elif isinstance(event, HeartbeatAck):
+            s = dataclasses.replace(s, last_heartbeat_rtt=event.rtt, last_heartbeat_at=event.at)
+        elif isinstance(event, GaveUp):
+            s = dataclasses.replace(s, last_error=str(event.error))
+        self._stats = s
+        log.debug("[%s] %s", self.name, event)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # noqa: BLE001 - observers never break the link
+                log.exception("[%s] event subscriber %r failed", self.name, callback)
+        for stream in list(self._streams):
+            stream._push(event)
+
+    async def _timer_loop(self) -> None:
+        # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the wake-up.
+        loop = asyncio.get_running_loop()
+        real = isinstance(self._clock, SystemClock)
+        while not self._closing:
+            self._wakeup.clear()
+            deadline = self._core.next_deadline()
+            delay = None if deadline is None else deadline - self._clock.monotonic()
+            if delay is None:
+                await self._wakeup.wait()
+            elif delay > 0 and real:
+                handle = loop.call_later(delay, self._wakeup.set)  # no task per heartbeat on the real clock
+                try:
+                    await self._wakeup.wait()
+                finally:
+                    handle.cancel()
+            elif delay > 0:
+                sleeper = loop.create_task(self._clock.sleep(delay))
+                waiter = loop.create_task(self._wakeup.wait())
+                try:
+                    await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                    waiter.cancel()
+                    await asyncio.gather(sleeper, waiter, return_exceptions=True)
+            self._feed(self._core.tick(self._clock.monotonic()))
+
+    def _classify(self, exc: BaseException) -> Decision:
+        try:
+            decision = self._classifier(exc)
+            if isinstance(decision, Decision):
+                return decision
+            log.error("[%s] classifier returned %r, not a Decision; reconnecting", self.name, decision)
+        except Exception:  # noqa: BLE001 - a broken classifier must not stop the link
+            log.exception("[%s] classifier failed on %r; reconnecting with backoff", self.name, exc)
+        return Decision(Action.RECONNECT, 0.0, f"{type(exc).__name__}: {exc}", ErrorClass.UNKNOWN)
+
+    async def _resolve_headers(self) -> dict[str, str] | None:
+        headers = self._headers
+        if headers is None:
+            return None
+        if callable(headers):
+            headers = headers()
+            if inspect.isawaitable(headers):
+                headers = await headers
+        return dict(headers) if headers else None
+
+    async def _attempt(self, conn: int) -> None:
+        try:
+            if self._admission is not None:
+                await self._admission.acquire()
+            headers = await self._resolve_headers()
+
+            async def open_() -> ClientConnection:
+                return await ws_connect(
+                    self.url,
+                    additional_headers=headers,
+                    subprotocols=self._subprotocols,  # type: ignore[arg-type]
+                    open_timeout=None,  # connect_timeout runs on our clock instead
+                    ping_interval=None,  # the Link runs its own heartbeat
+                    close_timeout=CLOSE_TIMEOUT,
+                )
+
+            ws = await wait_for(open_(), self._connect_timeout, self._clock)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
+            if isinstance(exc, TimeoutError) and not str(exc):
+                exc = TimeoutError(f"no handshake within connect_timeout={self._connect_timeout}s")
+            self._feed(self._core.attempt_failed(conn, self._classify(exc), exc, self._clock.monotonic()))
+            return
+        if conn != self._core.conn or self._core.state is not State.CONNECTING:
+            ws.transport.abort()
+            return
+        self._ws, self._ws_conn = ws, conn
+        self._spawn(self._reader(conn, ws), "reader", conn_scoped=True)
+        if self._durable is not None:
+            self._spawn(self._durable.writer(conn, ws), "writer", conn_scoped=True)
+        else:
+            self._spawn(self._writer(conn, ws), "writer", conn_scoped=True)
+        self._feed(self._core.attempt_succeeded(conn, self._clock.monotonic()))
+
+    def _teardown(self, conn: int) -> None:
+        """Abort connection ``conn`` and stop its tasks; unwritten messages stay buffered, in order."""
+        current = asyncio.current_task()
+        if self._connect_task is not None and self._connect_task is not current and self._core.conn == conn:
+            if not self._connect_task.done():
+                self._connect_task.cancel()
+        if self._ws is not None and self._ws_conn == conn:
+            if self._ws.transport is not None:
+                self._ws.transport.abort()
+            self._ws = None
+            for task in list(self._conn_tasks):
+                if task is not current:
+                    task.cancel()
+            # Senders waiting for their write return now: their messages are safely buffered.
+            for item in self._buffer:
+                item.settle(False)
+
+    async def _reader(self, conn: int, ws: ClientConnection) -> None:
+        error: BaseException | None = None
+        try:
+            while True:
+                message = await ws.recv()
+                if self._app_ping is not None and self._is_pong(message):
+                    self._feed(self._core.pong_received(conn, self._clock.monotonic()))
+                    continue
+                if self._durable is not None and self._durable.consume(message):
+                    continue
+                if len(self._recvq) >= self._buffer_limit:
+                    # Backpressure: we stop reading, so pongs cannot be seen; suspend the heartbeat
+                    # judgement instead of killing a healthy connection of a slow application.
+                    self._feed(self._core.reader_paused(conn, self._clock.monotonic()))
+                    while len(self._recvq) >= self._buffer_limit:
+                        await self._room_pulse.wait()
+                    self._feed(self._core.reader_resumed(conn, self._clock.monotonic()))
+                self._recvq.append(message)
+                self._stats = dataclasses.replace(self._stats, received=self._stats.received + 1)
+                self._recv_pulse.fire()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ConnectionClosed or anything else ends this connection
+            error = exc
+        code: int | None = None
+        if isinstance(error, ConnectionClosed):
+            code = error.rcvd.code if error.rcvd is not None else 1006
+            reason = error.rcvd.reason if error.rcvd is not None else ""
+            self._stats = dataclasses.replace(self._stats, last_close_code=code, last_close_reason=reason)
+        decision = self._classify(error) if error is not None else Decision(Action.RECONNECT, 0.0, "connection lost", ErrorClass.CONNECTION)
+        self._teardown(conn)
+        self._feed(self._core.connection_lost(conn, decision, error, self._clock.monotonic(), code=code))
+
+    def _is_pong(self, message: Message) -> bool:
+        try:
+            return bool(self._app_ping.is_pong(message))  # type: ignore[union-attr]
+        except Exception:  # noqa: BLE001 - a faulty is_pong treats the message as data
+            return False
+
+    async def _writer(self, conn: int, ws: ClientConnection) -> None:
+        while True:
+            while not self._buffer:
+                await self._buffer_pulse.wait()
+            item = self._buffer.popleft()
+            self._inflight = item
+            try:
+                await ws.send(item.data)
+            except BaseException as exc:
+                # The write failed mid-way: back to the front, so order holds and it goes out once after reconnect.
+                self._buffer.appendleft(item)
+                self._inflight = None
+                if isinstance(exc, ConnectionClosed) or isinstance(exc, asyncio.CancelledError):
+                    raise
+                if ws.transport is not None:
+                    ws.transport.abort()  # the reader sees the loss and the core decides
+                return
+            self._inflight = None
+            self._stats = dataclasses.replace(self._stats, sent=self._stats.sent + 1)
+            item.settle(True)
+            if not self._buffer:
+                self._buffer_pulse.fire()  # close() waits for an empty buffer
+
+    async def _ping(self, conn: int, ws: ClientConnection) -> None:
+        try:
+            if self._app_ping is not None:
+                await ws.send(self._app_ping.make())
+                return  # the reader recognises the pong
+            pong = await ws.ping()
+            await pong
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - a failed ping is a dead connection; the reader or the timeout says so
+            return
+        self._feed(self._core.pong_received(conn, self._clock.monotonic()))
+
+    def __repr__(self) -> str:
+        return f"<tether.Link {self.name} {self.state}>"
+
+
+def connect(url: str, **options: Any) -> Link:
+    """Make a self-healing :class:`Link` to ``url``; use ``async with`` (or ``await link.start()``).
+
+    Example::
+
+        async with tether.connect("wss://example.org/ws", heartbeat_interval=20) as link:
+            await link.send("hello")
+            async for message in link:
+                ...
+
+    Options are keyword-only; see :class:`Link` and ``docs/link.md``. Invalid values raise
+    :class:`tether.ConfigError` naming the option.
+    """
+    return Link(url, **options)
