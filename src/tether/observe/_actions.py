@@ -231,6 +231,9 @@ class RestartAction:
         name: the action name rules refer to.
     """
 
+    #: rules get a restart only when they name this action: it is never a default destination
+    default = False
+
     def __init__(self, restart: Callable[[str], Awaitable[Any]], *, label: str = "session", name: str = "restart") -> None:
         self._restart = restart
         self.label = label

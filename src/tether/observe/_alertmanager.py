@@ -49,6 +49,7 @@ class AlertManager:
         self.source = source
         self.engine = AlertEngine(default_rules() if rules is None else rules, history=history)
         self.actions: dict[str, AlertAction] = {}
+        self._defaults: set[str] = set()
         for a in actions:
             self.add_action(a)
         self.clock = clock or SYSTEM_CLOCK
@@ -62,9 +63,17 @@ class AlertManager:
         self._seen_history = 0
 
     # ---- configuration -----------------------------------------------------------------------
-    def add_action(self, action: AlertAction) -> None:
-        """Register an action under ``action.name`` (replacing one of the same name)."""
+    def add_action(self, action: AlertAction, *, default: bool | None = None) -> None:
+        """Register an action under ``action.name`` (replacing one of the same name).
+
+        ``default``: whether rules that name no actions use it; None reads ``action.default``
+        (True unless the action says otherwise: a restart must be asked for by name).
+        """
         self.actions[action.name] = action
+        if default if default is not None else getattr(action, "default", True):
+            self._defaults.add(action.name)
+        else:
+            self._defaults.discard(action.name)
 
     def add_rule(self, rule: AlertRule, *, replace: bool = True) -> None:
         """Add or replace a rule (see :meth:`AlertEngine.add_rule`)."""
@@ -116,7 +125,7 @@ class AlertManager:
         for note in notes:
             self.notifications.append(note)
             _log.warning("%s%s", note.title(), " (repeat)" if note.repeat else "")
-            names = note.actions or tuple(self.actions)
+            names = note.actions or tuple(n for n in self.actions if n in self._defaults)
             for name in names:
                 action = self.actions.get(name)
                 if action is None:
