@@ -39,6 +39,7 @@ async def test_report_recovery_uptime_and_errors(tmp_path, clock: FakeClock) -> 
     assert b["uptime_pct"] == 100.0
     assert r["errors"]["total"] == 5 and r["errors"]["per_minute"] == pytest.approx(5 / 60, abs=1e-3)
     assert r["errors"]["by_class"] == {"ConnectionError": 5}
+    await clock.advance(40)
     narrow = perf.report(30)  # only the last 30 s: no recoveries, full uptime
     assert narrow["recovery"]["count"] == 0 and narrow["sessions"]["a"]["uptime_pct"] == 100.0
     with pytest.raises(ConfigError):
