@@ -1,0 +1,133 @@
+"""`tether supervise` through the installed entry point: `--`, the `status` name clash, signals, TOML."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+TETHER = str(Path(sys.executable).parent / "tether")
+TIMEOUT = 15.0
+
+
+def tether(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([TETHER, *args], cwd=cwd, capture_output=True, text=True, timeout=30,
+                          env=env)
+
+
+def wait_until(pred, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_sigterm_to_supervisor_stops_children_gracefully(tmp_path):
+    """SIGTERM to `tether supervise`: both instances get SIGTERM, clean up (logged), supervisor exits 0."""
+    (tmp_path / "bot.py").write_text(textwrap.dedent("""
+        import os, signal, sys, time
+        def cleanup(*_):
+            print("cleanup done by", os.environ["TETHER_INSTANCE"])
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, cleanup)
+        signal.signal(signal.SIGHUP, lambda *_: print("reloading config"))
+        print("ready", os.environ["TETHER_INSTANCE"])
+        while True:
+            time.sleep(0.05)
+    """))
+    log = tmp_path / "bot.log"
+    sup = subprocess.Popen([TETHER, "supervise", "--instances", "2", "--log-file", str(log),
+                            "--state-file", "st.json", "--", sys.executable, "-S", "-u", "bot.py"],
+                           cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: log.exists() and "ready 0" in log.read_text() and "ready 1" in log.read_text())
+        status = tether("supervise", "status", "--state-file", "st.json", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert f"supervisor pid {sup.pid}" in status.stdout and status.stdout.count("running, pid") == 2
+        raw = json.loads(tether("supervise", "status", "--json", "--state-file", "st.json", cwd=tmp_path).stdout)
+        pids = [i["pid"] for i in raw["instances"]]
+        assert all(psutil.pid_exists(p) for p in pids) and all(i["uptime"] >= 0 for i in raw["instances"])
+        sup.send_signal(signal.SIGHUP)  # forwarded to the children
+        wait_until(lambda: log.read_text().count("reloading config") == 2)
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(timeout=TIMEOUT) == 0
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+        sup.communicate()
+    text = log.read_text()
+    assert "cleanup done by 0" in text and "cleanup done by 1" in text
+    assert "stopping: received SIGTERM" in text
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    after = tether("supervise", "status", "--state-file", "st.json", cwd=tmp_path)
+    assert "supervisor exited (code 0)" in after.stdout
+
+
+def test_double_dash_runs_a_program_named_status(tmp_path):
+    """`tether supervise -- status` runs a program called status; the exhausted budget exits 75."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    prog = bindir / "status"
+    prog.write_text("#!/bin/sh\necho i am the status program\nexit 1\n")
+    prog.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    res = tether("supervise", "--max-restarts", "2", "--on-exhausted", "exit", "--backoff-initial", "0.05",
+                 "--log-file", "s.log", "--", "status", cwd=tmp_path, env=env)
+    assert res.returncode == 75, res.stderr
+    text = (tmp_path / "s.log").read_text()
+    assert text.count("i am the status program") == 3
+    assert "crash (exit code 1)" in text
+
+
+def test_status_without_state_file_says_what_to_do(tmp_path):
+    """`tether supervise status` with no state file: exit 1 and a hint, no traceback."""
+    res = tether("supervise", "status", cwd=tmp_path)
+    assert res.returncode == 1
+    assert "--state-file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_emit_systemd_from_toml_with_cli_override(tmp_path):
+    """--emit-systemd prints the unit; TOML [supervise] supplies options, the CLI overrides them."""
+    (tmp_path / "tether.toml").write_text(textwrap.dedent("""
+        [supervise]
+        command = ["/usr/bin/node", "server.js"]
+        restart = "always"
+        memory_hard = "1G"
+        max_restarts = 10
+        window = "60s"
+        backoff_initial = "4s"
+        health_url = "http://127.0.0.1:3000/health"
+    """))
+    res = tether("supervise", "--config", "tether.toml", "--restart", "on-failure", "--emit-systemd", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    for expected in ("ExecStart=/usr/bin/node server.js", "Restart=on-failure", "RestartSec=4s",
+                     "MemoryMax=1G", "StartLimitBurst=10", "StartLimitIntervalSec=60s"):
+        assert expected in lines, expected
+    assert any(ln.startswith("WatchdogSec=") for ln in lines) and "sd_notify" in res.stdout
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--memory-soft", "lots", "--", "x"], "memory_soft"),
+        (["--restart", "sometimes", "--", "x"], "restart"),
+        (["--emit-systemd"], "nothing to run"),
+        (["--config", "missing.toml", "--", "x"], "missing.toml"),
+    ],
+)
+def test_bad_options_are_named(tmp_path, args, needle):
+    """Invalid options exit 2 with a message naming the option, never a traceback."""
+    res = tether("supervise", *args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert needle in res.stderr and "Traceback" not in res.stderr
