@@ -1,0 +1,57 @@
+"""Settings: defaults, TOML, TETHER_* environment, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tether import ConfigError
+from tether.service._settings import load_settings
+
+
+def test_defaults_are_safe() -> None:
+    """Loopback on 8080, data in ./.tether, sweep every 300 s, restart delay 2 s, no token."""
+    s = load_settings(None)
+    assert (s.host, s.port, s.data_dir, s.sweep_interval, s.restart_delay) == ("127.0.0.1", 8080, Path(".tether"), 300.0, 2.0)
+    assert s.token is None and s.loopback_only
+
+
+def test_toml_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Overrides beat TETHER_* variables, which beat the TOML file; nested fields merge."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('port = 9000\nsweep_interval = 60\n[sessions]\nmax_attempts = 5\nbackoff_base = 1.0\n')
+    monkeypatch.setenv("TETHER_SWEEP_INTERVAL", "30")
+    monkeypatch.setenv("TETHER_SESSIONS__BACKOFF_BASE", "2.5")
+    monkeypatch.setenv("TETHER_TOKEN", "a-long-enough-token")
+    s = load_settings(cfg, port=9100)
+    assert (s.port, s.sweep_interval, s.sessions.max_attempts, s.sessions.backoff_base) == (9100, 30.0, 5, 2.5)
+    assert s.token is not None and "a-long-enough-token" not in repr(s)
+
+
+def test_errors_name_the_field(tmp_path: Path) -> None:
+    """A bad value, a typo and a missing file each give a ConfigError naming what to fix."""
+    with pytest.raises(ConfigError, match=r"port: .*less than or equal to 65535"):
+        load_settings(None, port=70000)
+    with pytest.raises(ConfigError, match=r"sessions\.max_attempts"):
+        load_settings(None, sessions={"max_attempts": 0})
+    cfg = tmp_path / "t.toml"
+    cfg.write_text("sweep_intervall = 5\n")
+    with pytest.raises(ConfigError, match=r"sweep_intervall: unknown setting"):
+        load_settings(cfg)
+    cfg.write_text("port = [\n")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(cfg)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="token: .*at least 8"):
+        load_settings(None, token="short")
+
+
+def test_beyond_loopback_needs_token() -> None:
+    """0.0.0.0 without a token refuses; with one it is allowed; ::1 and localhost count as loopback."""
+    with pytest.raises(ConfigError, match="TETHER_TOKEN"):
+        load_settings(None, host="0.0.0.0").check_can_serve()
+    load_settings(None, host="0.0.0.0", token="a-long-enough-token").check_can_serve()
+    for host in ("::1", "localhost", "127.0.0.2"):
+        load_settings(None, host=host).check_can_serve()
