@@ -14,6 +14,7 @@ from ._errors import (
     CircuitOpenError,
     ConfigError,
     DeadlineExceeded,
+    DeliveryError,
     GaveUpError,
     LinkClosedError,
     LinkError,
