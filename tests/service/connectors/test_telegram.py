@@ -112,12 +112,11 @@ async def test_restart_resumes_from_cursor_without_loss_or_duplicate(api):
     api.push_message("d")
     second = Harness(api, store=store)
     second.delivered = first.delivered  # one inbox across the restart
+    polls_before = api.counts["getUpdates"]
     await second.conn.start()
     await eventually(lambda: store["cursor"]["offset"] == 5)
-    ids = [m.id for m in first.delivered]
-    assert ids == ["tg:1", "tg:2", "tg:3", "tg:4"]
-    polls_after_restart = [c.params.get("offset") for c in api.calls("getUpdates")][-2:]
-    assert 3 in polls_after_restart or polls_after_restart[0] == 5
+    assert [m.id for m in first.delivered] == ["tg:1", "tg:2", "tg:3", "tg:4"]
+    assert api.calls("getUpdates")[polls_before].params["offset"] == 3  # resumed from the saved cursor
     await second.conn.stop()
 
 
@@ -134,10 +133,10 @@ async def test_failed_cursor_save_redelivers_instead_of_losing(api):
     await h.conn.stop()
 
 
-async def test_429_retry_after_is_honoured_exactly(api):
+async def test_429_retry_after_is_honoured_exactly():
     """After 429 retry_after=3 no request is made before 3 s, and one is made once 3 s + jitter passed."""
     clock = FakeClock()
-    api._clock = clock  # request timestamps on the test's clock
+    api = await FakeBotAPI(TOKEN, clock=clock).start()  # request timestamps on the test's clock
     api.fail_next(1, status=429, retry_after=3, method="getMe")
     h = Harness(api, clock=clock, retry_after_jitter=0.5)
     await h.conn.start()
@@ -152,6 +151,7 @@ async def test_429_retry_after_is_honoured_exactly(api):
     await eventually(lambda: h.conn.state is State.CONNECTED)
     assert api.times("getMe")[1] >= 3.0
     await h.conn.stop()
+    await api.close()
 
 
 async def test_401_fails_with_exactly_one_request(api):
@@ -173,6 +173,20 @@ async def test_401_fails_with_exactly_one_request(api):
     assert h.conn.state is State.CLOSED
 
 
+async def test_reconnect_after_a_new_token_leaves_failed(api):
+    """reconnect() from FAILED polls again once the token is accepted (the API's restart button)."""
+    api.revoke(TOKEN)
+    h = Harness(api)
+    await h.conn.start()
+    await eventually(lambda: h.conn.state is State.FAILED)
+    api.add_token(TOKEN)
+    api.push_message("back")
+    await h.conn.reconnect()
+    await eventually(lambda: [m.id for m in h.delivered] == ["tg:1"])
+    assert h.conn.state is State.CONNECTED
+    await h.conn.stop()
+
+
 async def test_5xx_retries_with_backoff(api):
     """502s back off 1 s then 2 s (no jitter configured), then connect; a good poll resets attempts."""
     clock = FakeClock()
@@ -192,6 +206,9 @@ async def test_5xx_retries_with_backoff(api):
     await eventually(lambda: h.conn.stats()["polls"] >= 1)
     assert h.of(ev.Connected) == [ev.Connected(3, 3.0)]
     assert h.conn.stats()["attempts"] == 0
+    api.fail_next(1, status=500, method="getUpdates")  # a later outage starts from the first step again
+    await eventually(lambda: len(h.of(ev.BackingOff)) == 3)
+    assert (h.of(ev.BackingOff)[2].attempt, h.of(ev.BackingOff)[2].delay) == (1, 1.0)
     await h.conn.stop()
 
 
