@@ -18,6 +18,7 @@ from ._errors import (
     GaveUpError,
     LinkClosedError,
     LinkError,
+    MessageTypeError,
     NoHealthyProxy,
     NotConnectedError,
     OutboxFull,
@@ -29,6 +30,7 @@ from ._errors import (
     WaitTooLong,
 )
 from ._state import State
+from .link import Admission, AppPing, JsonAck, Link, LinkStats, connect
 from .store import Cursor, Cursors, Inbox, Outbox
 from . import events
 
@@ -48,6 +50,13 @@ __all__ = [
     "DEFAULT_AUTH_CODES",
     "default_link_classifier",
     "parse_retry_after",
+    # link
+    "connect",
+    "Link",
+    "LinkStats",
+    "Admission",
+    "AppPing",
+    "JsonAck",
     # state and events
     "State",
     "events",
@@ -60,6 +69,7 @@ __all__ = [
     "LinkClosedError",
     "BufferFullError",
     "NotConnectedError",
+    "MessageTypeError",
     "RecoveryError",
     "BudgetExhausted",
     "DeadlineExceeded",

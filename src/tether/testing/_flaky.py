@@ -33,7 +33,8 @@ class FlakyServer:
 
     It counts ``handshakes`` (monotonic timestamps of every handshake attempt, so tests can check
     spacing and rates), ``connections`` (accepted), ``open_connections`` and ``max_concurrent``,
-    ``rejected``, ``messages`` (received, in order) and ``request_headers`` (one dict per attempt).
+    ``rejected``, ``messages`` (received, in order), ``request_headers`` (one dict per attempt) and
+    ``close_codes`` (how each accepted connection ended: the client's close code, or 1006/None).
 
     Example::
 
@@ -69,6 +70,7 @@ class FlakyServer:
         self.rejected = 0
         self.max_concurrent = 0
         self.messages: list[str | bytes] = []
+        self.close_codes: list[int | None] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -250,6 +252,7 @@ class FlakyServer:
         except ConnectionClosed:
             pass
         finally:
+            self.close_codes.append(conn.close_code)
             self._open.discard(conn)
             self._conns.discard(conn)
             self._notify()
