@@ -489,9 +489,9 @@ class FakeBotAPI:
                 "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
 
     async def _m_getupdates(self, bot: _Bot, params: Mapping[str, Any]) -> Any:
-        offset = _int(params, "offset", 0)
-        limit = min(100, max(1, _int(params, "limit", 100)))
-        timeout = min(self._max_poll, max(0.0, _float(params, "timeout", 0.0)))
+        offset = _number(params, "offset", 0)
+        limit = min(100, max(1, _number(params, "limit", 100)))
+        timeout = min(self._max_poll, max(0.0, _number(params, "timeout", 0.0, float)))
         if bot.webhook_url:
             raise _error(409, _WEBHOOK_CONFLICT)
         if offset > 0:  # confirm: Telegram forgets every update below offset
@@ -579,18 +579,9 @@ def _params(query: str, body: bytes, content_type: str) -> dict[str, Any]:
     return params
 
 
-def _int(params: Mapping[str, Any], key: str, default: int) -> int:
-    value = params.get(key, default)
+def _number(params: Mapping[str, Any], key: str, default: Any, kind: type = int) -> Any:
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise _error(400, f"Bad Request: invalid {key}") from None
-
-
-def _float(params: Mapping[str, Any], key: str, default: float) -> float:
-    value = params.get(key, default)
-    try:
-        return float(value)
+        return kind(params.get(key, default))
     except (TypeError, ValueError):
         raise _error(400, f"Bad Request: invalid {key}") from None
 

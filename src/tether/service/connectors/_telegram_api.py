@@ -75,7 +75,7 @@ class _MaskTokens(logging.Filter):
     """httpx logs every request URL at INFO, and Telegram's URLs hold the token: mask it at the source."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
+        if isinstance(record.args, tuple) and record.args:
             record.args = tuple(mask_token(a) if isinstance(a, (str, httpx.URL)) else a for a in record.args)
         if isinstance(record.msg, str) and "/bot" in record.msg:
             record.msg = mask_token(record.msg)
