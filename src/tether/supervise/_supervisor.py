@@ -40,11 +40,44 @@ from ._events import (
     SupervisorStopping,
 )
 from ._logs import LogSink, pump
-from ._state import write_state
+from ._state import read_state, write_state
 
 __all__ = ["Supervisor", "tree_rss"]
 
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn so a child never outlives a supervisor that was SIGKILLed (or OOM-killed).
+
+    Children run in their own session, so nothing else would stop them; an orphaned bot plus the
+    copy a restarted supervisor starts would poll the same Telegram token twice (409 Conflict).
+    """
+    if _PRCTL is None:
+        return None
+    prctl = _PRCTL
+
+    def setup() -> None:  # runs in the child between fork and exec: keep it tiny
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return setup
 
 
 def tree_rss(pid: int) -> int | None:
@@ -59,6 +92,27 @@ def tree_rss(pid: int) -> int | None:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             total += p.memory_info().rss
     return total
+
+
+def _refuse_if_running(state_file: Any) -> None:
+    """Two supervisors sharing a state file would run the bot twice: refuse to start the second."""
+    try:
+        state = read_state(state_file)
+    except SupervisorError:
+        return
+    pid = state.get("supervisor_pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return
+    try:
+        # A pid reused by an unrelated, newer process is not a supervisor.
+        alive = psutil.Process(pid).create_time() <= float(state.get("started_at") or 0) + 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        alive = False
+    if alive:
+        raise SupervisorError(
+            f"another tether supervise (pid {pid}) is running with state file {str(state_file)!r}; "
+            "stop it first or pass a different --state-file"
+        )
 
 
 def _fmt_bytes(n: int) -> str:
@@ -157,6 +211,7 @@ class Supervisor:
         """Run until stopped. With ``handle_signals``, SIGTERM/SIGINT stop gracefully (exit 0) and
         SIGHUP/SIGUSR1 are forwarded to the children."""
         cfg = self.config
+        _refuse_if_running(cfg.state_file)
         self._stopping = asyncio.Event()
         self._started_wall = self._clock.wall()
         self._out = LogSink(cfg.log_file, stream=sys.stdout.buffer, max_bytes=cfg.log_max_bytes,
@@ -394,6 +449,7 @@ class _Instance:
             return await asyncio.create_subprocess_exec(
                 *cfg.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, cwd=cfg.cwd, env=env,
+                preexec_fn=_die_with_parent(os.getpid()),
                 start_new_session=True)  # own process group: we stop the whole tree, never just the leader
         except OSError as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
