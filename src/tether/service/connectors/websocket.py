@@ -27,13 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from ..._backoff import Backoff
 from ..._errors import LinkClosedError, NotConnectedError, TetherError
 from ..._state import State
+from ...link import connect
 from .._connector import ConnectorContext, InboundMessage, register_connector
-from ._minilink import connect as _fallback_connect
-
-try:  # tether.Link lands in parallel; until then a minimal reconnect loop stands in
-    from ...link import connect as _link_connect  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on what is installed
-    _link_connect = None
 
 __all__ = ["WebSocketConnector", "WebSocketOptions"]
 
@@ -117,8 +112,7 @@ class WebSocketConnector:
             headers=headers or None,
             name=ctx.session,
         )
-        factory = _link_connect or _fallback_connect
-        self._link = factory(opts.url, **kwargs)
+        self._link = connect(opts.url, **kwargs)
         self._unsubscribe = self._link.subscribe(ctx.emit)
         self._reader: asyncio.Task[None] | None = None
         self._connection = 0
