@@ -279,6 +279,26 @@ async def test_send_payloads_and_errors(api):
     await h.conn.stop()
 
 
+async def test_send_429_holds_that_chat_until_retry_after_passed(api):
+    """After a 429 on sendMessage, sends to that chat fail without a request until retry_after passed."""
+    clock = FakeClock()
+    h = Harness(api, clock=clock)
+    await h.conn.start()
+    api.fail_next(1, status=429, retry_after=7, method="sendMessage")
+    with pytest.raises(BotAPIRateLimited):
+        await h.conn.send({"chat_id": 7, "text": "first"})
+    await clock.advance(6.5)
+    with pytest.raises(BotAPIRateLimited) as held:
+        await h.conn.send({"chat_id": 7, "text": "early"})
+    assert held.value.retry_after == pytest.approx(0.5)
+    assert api.counts["sendMessage"] == 1
+    await h.conn.send({"chat_id": 8, "text": "other chat"})  # the hold is per chat
+    await clock.advance(0.5)
+    await h.conn.send({"chat_id": 7, "text": "on time"})
+    assert [m["text"] for m in api.sent] == ["other chat", "on time"]
+    await h.conn.stop()
+
+
 async def test_send_401_fails_the_session(api):
     """A send refused with 401 stops the poller and puts the session in FAILED."""
     h = Harness(api)

@@ -170,6 +170,7 @@ class TelegramBotConnector:
         self._webhook_checked = False
         self._attempt = 0
         self._down_since: float | None = None
+        self._flood: dict[Any, float] = {}  # chat_id -> monotonic time before which Telegram said wait
         self._stats: dict[str, Any] = {
             "attempts": 0, "connects": 0, "disconnects": 0, "polls": 0, "updates_received": 0,
             "delivered": 0, "sent": 0, "send_errors": 0, "last_error": None, "last_error_at": None,
@@ -216,7 +217,8 @@ class TelegramBotConnector:
 
         Raises:
             InvalidBotPayload: the payload can never be sent (no chat_id or text, not JSON).
-            BotAPIError: Telegram refused (429 carries ``retry_after``) or could not be reached.
+            BotAPIError: Telegram refused (429 carries ``retry_after``) or could not be reached. After a
+                429 a send to that chat fails at once, without a request, until ``retry_after`` passed.
             AuthError: the token is refused (the session is FAILED).
             LinkClosedError: the connector was stopped.
         """
@@ -227,14 +229,27 @@ class TelegramBotConnector:
                             status=401)
         params = parse_payload(payload)
         chat_id, text = params.pop("chat_id"), params.pop("text")
+        now = self._ctx.clock.monotonic()
+        not_before = self._flood.get(chat_id, 0.0)
+        if now < not_before:
+            # Whoever retries us (the outbox, a user) may come back early: never send before Telegram allowed.
+            wait = not_before - now
+            raise BotAPIRateLimited(f"sendMessage held: Telegram asked to wait {wait:.1f}s more for this chat",
+                                    method="sendMessage", status_code=429, error_code=429, retry_after=wait)
         try:
             await self._client.send_message(chat_id, text, **params)
         except BotAPIError as exc:
             self._stats["send_errors"] += 1
             self._note_error(exc)
+            if exc.retry_after is not None:
+                now = self._ctx.clock.monotonic()
+                if len(self._flood) > 1024:  # bounded: forget holds that are over
+                    self._flood = {k: t for k, t in self._flood.items() if t > now}
+                self._flood[chat_id] = now + exc.retry_after
             if isinstance(exc, BotAPIUnauthorized):
                 await self._fail_from_outside(exc)
             raise
+        self._flood.pop(chat_id, None)
         self._stats["sent"] += 1
 
     async def stop(self) -> None:
