@@ -30,6 +30,7 @@ from ._errors import (
     WaitTooLong,
 )
 from ._state import State
+from .recovery import CircuitBreaker, ClassPolicy, ProxyPool, RecoveryPolicy, RetryBudget, classify, retry
 from .link import Admission, AppPing, JsonAck, Link, LinkStats, connect
 from .store import Cursor, Cursors, Inbox, Outbox
 from . import events
@@ -57,6 +58,14 @@ __all__ = [
     "Admission",
     "AppPing",
     "JsonAck",
+    # recovery engine
+    "RecoveryPolicy",
+    "ClassPolicy",
+    "retry",
+    "classify",
+    "CircuitBreaker",
+    "RetryBudget",
+    "ProxyPool",
     # state and events
     "State",
     "events",

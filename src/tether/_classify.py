@@ -219,3 +219,34 @@ def default_link_classifier(
 
 def headers_to_dict(headers: Mapping[str, str] | None) -> dict[str, str]:
     return dict(headers or {})
+
+
+def http_status_of(exc: BaseException) -> tuple[int, Any] | None:
+    """The HTTP status and headers an exception carries, or None.
+
+    Reads httpx ``HTTPStatusError`` (``.response.status_code``/``.response.headers``), anything with a
+    ``status_code`` attribute, and aiohttp ``ClientResponseError`` (``.status``/``.headers``).
+    """
+    response = getattr(exc, "response", None)
+    status = getattr(exc, "status_code", None) or getattr(response, "status_code", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "headers", None)
+    if not isinstance(status, int) and any(k.__name__ == "ClientResponseError" for k in type(exc).__mro__):
+        status = getattr(exc, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
+        return status, headers
+    return None
+
+
+def classify_http_error(exc: BaseException, *, now: float) -> Classification | None:
+    """Classify an exception that carries an HTTP status (httpx, aiohttp, websockets handshakes); None if none."""
+    found = http_status_of(exc)
+    if found is None:
+        return None
+    return classify_status(found[0], found[1], now=now)
+
+
+def classify_websockets_error(
+    exc: BaseException, *, now: float, auth_codes: Iterable[int] = DEFAULT_AUTH_CODES
+) -> Classification | None:
+    """Classify a ``websockets`` exception (close codes, handshake statuses); None if not one."""
+    return _classify_websockets(exc, now=now, auth_codes=auth_codes)
