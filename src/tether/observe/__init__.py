@@ -13,11 +13,12 @@ from ._metrics import METRIC_NAMES, LoopLagSampler, Metrics
 from ._observer import Observer
 from ._perf import PerformanceMonitor, percentile
 from ._redact import REDACTED, redact, redact_obj, register_secret, unregister_secret
+from ._service import service_observability
 from ._rules import AlertRule, Matcher, Sample, Silence, default_rules
 from ._tracker import SEVERITIES, ErrorRecord, ErrorTracker
 
 __all__ = [
-    "Observer",
+    "Observer", "service_observability",
     "Metrics", "METRIC_NAMES", "LoopLagSampler",
     "PerformanceMonitor", "percentile",
     "setup_logging", "LoggingSetup", "LOG_FILES", "session_context", "session_logger", "log_link_event",

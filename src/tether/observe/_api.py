@@ -6,6 +6,7 @@ service mounts it with ``app.include_router(build_router(...))`` and tests mount
 Routes:
     GET    /health/metrics                 Prometheus text
     GET    /health/errors                  ?severity&component&session&since&until&limit
+    GET    /api/errors                     the same (the service keeps its own /health/errors)
     GET    /api/reports/performance        ?window=1h
     GET    /api/alerts                     current alerts, silences, recent history and deliveries
     GET    /api/alerts/rules               every rule
@@ -23,7 +24,7 @@ import datetime as _dt
 import re
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,8 +73,9 @@ def _parse_time(field: str, value: str | None) -> float | None:
     return t.timestamp()
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": redact(message)}, status_code=status)
+def _error(status: int, message: str) -> HTTPException:
+    # Raised, not returned: inside the service app its handler wraps it in the service's JSON envelope.
+    return HTTPException(status, redact(message))
 
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
@@ -145,16 +147,17 @@ def build_router(*, metrics: Metrics | None = None, tracker: ErrorTracker | None
     """
     router = APIRouter(prefix=prefix, tags=["observe"])
 
-    def missing(what: str) -> JSONResponse:
+    def missing(what: str) -> HTTPException:
         return _error(503, f"{what} is not configured on this service")
 
     @router.get("/health/metrics", response_class=Response)
     def get_metrics() -> Response:
         if metrics is None:
-            return missing("metrics")
+            raise missing("metrics")
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/health/errors")
+    @router.get("/api/errors")  # the same, where a host app already owns /health/errors
     def get_errors(
         severity: list[Literal["low", "medium", "high", "critical"]] | None = Query(None, description=f"one of {SEVERITIES}"),
         component: str | None = Query(None, max_length=200),
@@ -164,31 +167,31 @@ def build_router(*, metrics: Metrics | None = None, tracker: ErrorTracker | None
         limit: int = Query(100, ge=1, le=1000),
     ) -> JSONResponse:
         if tracker is None:
-            return missing("the error tracker")
+            raise missing("the error tracker")
         try:
             t0, t1 = _parse_time("since", since), _parse_time("until", until)
             rows = tracker.query(severity=severity or None, component=component, session=session, since=t0, until=t1, limit=limit)
             stats = tracker.stats(since=t0, until=t1)
         except TetherError as exc:
-            return _error(422, str(exc))
+            raise _error(422, str(exc))
         return _json({"count": len(rows), "errors": [r.to_dict() for r in rows], "stats": stats})
 
     @router.get("/api/reports/performance")
     def get_performance(window: str = Query("1h", description="30s, 5m, 1h, 7d...")) -> JSONResponse:
         if perf is None:
-            return missing("the performance monitor")
+            raise missing("the performance monitor")
         try:
             seconds = parse_duration(window)
             if seconds > perf.retention:
                 raise ConfigError(f"window must be at most the retention of {perf.retention:g}s; got {window!r}")
             return _json(perf.report(seconds))
         except TetherError as exc:
-            return _error(422, f"window: {exc}")
+            raise _error(422, f"window: {exc}")
 
     @router.get("/api/alerts")
     async def get_alerts() -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         wall = alerts.clock.wall()
         return _json({
             "alerts": [a.to_dict() for a in alerts.alerts()],
@@ -200,17 +203,17 @@ def build_router(*, metrics: Metrics | None = None, tracker: ErrorTracker | None
     @router.get("/api/alerts/rules")
     async def list_rules() -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         return _json({"rules": [r.to_dict() for r in alerts.rules]})
 
     @router.post("/api/alerts/rules")
     async def put_rule(body: RuleIn) -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         try:
             rule = body.to_rule()
         except ConfigError as exc:
-            return _error(422, str(exc))
+            raise _error(422, str(exc))
         existed = alerts.engine.rule(rule.name) is not None
         alerts.add_rule(rule)
         return _json({"rule": rule.to_dict(), "replaced": existed}, 200 if existed else 201)
@@ -218,30 +221,30 @@ def build_router(*, metrics: Metrics | None = None, tracker: ErrorTracker | None
     @router.get("/api/alerts/rules/{name}")
     async def get_rule(name: str) -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         rule = alerts.engine.rule(name)
         if rule is None:
-            return _error(404, f"no alert rule named {name!r}; GET /api/alerts/rules lists them")
+            raise _error(404, f"no alert rule named {name!r}; GET /api/alerts/rules lists them")
         return _json({"rule": rule.to_dict()})
 
     @router.delete("/api/alerts/rules/{name}")
     async def delete_rule(name: str) -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         if not alerts.remove_rule(name):
-            return _error(404, f"no alert rule named {name!r}; GET /api/alerts/rules lists them")
+            raise _error(404, f"no alert rule named {name!r}; GET /api/alerts/rules lists them")
         return _json({"deleted": name})
 
     @router.get("/api/alerts/silences")
     async def list_silences() -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         return _json({"silences": [s.to_dict() for s in alerts.engine.silences(alerts.clock.wall())]})
 
     @router.post("/api/alerts/silences", status_code=201)
     async def add_silence(body: SilenceIn) -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         try:
             duration = None if body.duration is None else parse_duration(body.duration)
             if body.ends_at is None and duration is None:
@@ -249,15 +252,15 @@ def build_router(*, metrics: Metrics | None = None, tracker: ErrorTracker | None
             s = alerts.add_silence([m.model_dump() for m in body.matchers], starts_at=body.starts_at,
                                    ends_at=body.ends_at, duration=duration, created_by=body.created_by, comment=body.comment)
         except ConfigError as exc:
-            return _error(422, str(exc))
+            raise _error(422, str(exc))
         return _json({"silence": s.to_dict()}, 201)
 
     @router.delete("/api/alerts/silences/{silence_id}")
     async def delete_silence(silence_id: str) -> JSONResponse:
         if alerts is None:
-            return missing("alerting")
+            raise missing("alerting")
         if not alerts.engine.remove_silence(silence_id):
-            return _error(404, f"no silence with id {silence_id!r}")
+            raise _error(404, f"no silence with id {silence_id!r}")
         return _json({"deleted": silence_id})
 
     return router

@@ -7,6 +7,7 @@ it on shutdown. Lifecycle: ``await observer.start()`` ... ``await observer.close
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Literal, Mapping
@@ -67,7 +68,8 @@ class Observer:
                                     clock=self.clock)
         self.perf = PerformanceMonitor(clock=self.clock, interval=perf_interval, tracker=self.tracker, sessions=sessions,
                                        lag=lambda: self.metrics.lag_sampler.lag, process=process_metrics)
-        self.alerts = AlertManager(self.metrics.samples, rules=rules, actions=actions, clock=self.clock,
+        self._collectors: list[Callable[[], Any]] = []
+        self.alerts = AlertManager(self._samples, rules=rules, actions=actions, clock=self.clock,
                                    interval=alert_interval, tracker=self.tracker)
         if restart is not None:
             self.alerts.add_action(RestartAction(restart))
@@ -101,6 +103,21 @@ class Observer:
                      metadata: Mapping[str, Any] | None = None) -> int:
         """Record an error in the tracker (redacted)."""
         return self.tracker.record(error, severity, component, session, context, metadata)
+
+    def add_collector(self, collect: Callable[[], Any]) -> None:
+        """Run ``collect()`` (sync or async) before every alert evaluation, to refresh gauges that are
+        read rather than pushed (outbox depth, dead letters)."""
+        self._collectors.append(collect)
+
+    async def _samples(self) -> list[tuple[str, dict[str, str], float]]:
+        for collect in self._collectors:
+            try:
+                result = collect()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - a failed collector must not stop alerting
+                _log.warning("metrics collector failed: %s: %s", type(exc).__name__, exc)
+        return self.metrics.samples()
 
     def router(self, prefix: str = "") -> APIRouter:
         """The observe HTTP routes (see :func:`build_router`)."""
