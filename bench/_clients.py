@@ -61,12 +61,17 @@ async def websockets_defaults(url: str, probe: Probe, timeout: float) -> None:
         await _abort_ws(ws)
 
 
-async def seed003(url: str, probe: Probe, timeout: float, poll: float = 5.0) -> None:
-    """Seed 003: websockets defaults plus a monitor task that polls ``close_code`` every 5 s."""
+async def seed003(url: str, probe: Probe, timeout: float, poll: float = 5.0, phase: float = 0.0) -> None:
+    """Seed 003: websockets defaults plus a monitor task that polls ``close_code`` every 5 s.
+
+    ``phase`` delays the monitor's start after the connection (in the seed it starts after the
+    session setup), so several clients sample the polling delay instead of all landing on one phase.
+    """
     ws = await ws_connect(url, proxy=None, ping_interval=WS_PING_INTERVAL, ping_timeout=WS_PING_TIMEOUT)
     probe.mark_connected()
     try:
         async with asyncio.timeout(timeout):
+            await asyncio.sleep(phase)
             for _ in range(int(timeout / poll) + 2):
                 await asyncio.sleep(poll)
                 if ws.close_code is not None:
@@ -128,10 +133,10 @@ async def socketio_defaults(url: str, probe: Probe, timeout: float) -> None:
 
 async def tether_link(url: str, probe: Probe, timeout: float, **options: Any) -> None:
     """``tether.connect(url, **options)``: the app notices at the first ``Disconnected`` event."""
-    import tether
+    from ._common import tether_api
     from tether import events
 
-    link = tether.connect(url, **options)
+    link = tether_api().connect(url, **options)
 
     def on_event(ev: object) -> None:
         if isinstance(ev, events.Disconnected) and probe.connected_at is not None:

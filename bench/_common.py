@@ -84,12 +84,23 @@ def raise_nofile(want: int = 65536) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def tether_link_available() -> bool:
-    """True once ``tether.connect`` (the Link) has landed; scenarios mark tether rows n/a otherwise."""
-    try:
-        import tether
+def tether_api() -> Any:
+    """The module that provides ``connect`` and ``Admission``: ``tether`` itself, or ``tether.link``
+    while the top-level re-export has not landed yet."""
+    import tether
 
-        return hasattr(tether, "connect") and hasattr(tether, "Admission")
+    if hasattr(tether, "connect") and hasattr(tether, "Admission"):
+        return tether
+    from tether import link
+
+    return link
+
+
+def tether_link_available() -> bool:
+    """True once the Link has landed; scenarios mark tether rows n/a otherwise."""
+    try:
+        api = tether_api()
+        return hasattr(api, "connect") and hasattr(api, "Admission")
     except Exception:  # an in-progress checkout may not import at all
         return False
 

@@ -11,7 +11,8 @@ Messages it understands from clients:
 
 Commands on stdin (each answered with one JSON line):
 ``stats`` (handshakes, rejected, open, messages, stamps since ``since``), ``close_all`` (code, reason),
-``reject`` (status, retry_after, seconds), ``auth`` (valid: bool; when false, handshakes get 401 and
+``reject`` (status, retry_after, seconds; a path answered with Retry-After that comes back sooner
+counts as a ``retry_after_violation``), ``auth`` (valid: bool; when false, handshakes get 401 and
 open connections are closed with 4401), ``quit``.
 """
 
@@ -43,6 +44,17 @@ class State:
         self.retry_after: float | None = None
         self.auth_valid = True
         self.log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if log_path else None
+        self.by_path: dict[str, list[float]] = {}
+        # Retry-After bookkeeping: a path told to wait must not come back before not_before[path]
+        self.not_before: dict[str, float] = {}
+        self.early = 0
+        # an idempotent receiver: ids applied before a restart are still known after it
+        self.seen: set[str] = set()
+        if log_path:
+            with open(log_path) as f:
+                for line in f:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        self.seen.add(str(json.loads(line)["id"]))
 
 
 def make_response(status: int, retry_after: float | None) -> Response:
@@ -76,8 +88,13 @@ async def main() -> None:
     def process_request(connection: ServerConnection, request):  # type: ignore[no-untyped-def]
         now = time.monotonic()
         st.handshakes.append(now)
+        st.by_path.setdefault(request.path, []).append(now)
+        if now < st.not_before.get(request.path, 0.0) - 0.05:
+            st.early += 1
         if now < st.reject_until:
             st.rejected += 1
+            if st.retry_after is not None:
+                st.not_before[request.path] = now + float(st.retry_after)
             return make_response(st.reject_status, st.retry_after)
         if not st.auth_valid:
             st.rejected += 1
@@ -99,7 +116,10 @@ async def main() -> None:
                             continue
                         mid = obj.get("id") if isinstance(obj, dict) else None
                         if mid is not None:
+                            mid = str(mid)
                             if st.log_fd is not None:
+                                obj["dup"] = mid in st.seen
+                                st.seen.add(mid)
                                 # written before the ack: a SIGKILL after this line keeps the record
                                 os.write(st.log_fd, (json.dumps(obj, separators=(",", ":")) + "\n").encode())
                             await ws.send(json.dumps({"type": "ack", "id": mid}))
@@ -140,12 +160,19 @@ async def main() -> None:
                     "rejected": st.rejected,
                     "open": len(st.conns),
                     "messages": st.messages,
+                    "retry_after_violations": st.early,
                     "stamps": stamps if cmd.get("stamps") else [],
+                    "paths": {p: [t for t in ts if t >= since] for p, ts in st.by_path.items()} if cmd.get("paths") else {},
                 })
             elif name == "close_all":
                 conns = list(st.conns)
                 code = int(cmd.get("code", 1001))
                 reason = str(cmd.get("reason", ""))
+                if cmd.get("retry_after") is not None:
+                    until = time.monotonic() + float(cmd["retry_after"])
+                    for c in conns:
+                        if c.request is not None:
+                            st.not_before[c.request.path] = until
                 await asyncio.gather(*(c.close(code, reason) for c in conns), return_exceptions=True)
                 reply({"closed": len(conns)})
             elif name == "reject":

@@ -29,6 +29,7 @@ from ._common import (
     print_scenario,
     raise_nofile,
     reply,
+    tether_api,
     tether_link_available,
 )
 
@@ -41,7 +42,7 @@ async def _child(system: str, n: int, port: int, window: float) -> dict[str, Any
     from websockets.asyncio.client import connect as ws_connect
 
     if system == "tether":
-        import tether  # noqa: F401  (import cost belongs to the baseline, not to the connections)
+        tether_api()  # import cost belongs to the baseline, not to the connections
     proc = psutil.Process()
     url = f"ws://{HOST}:{port}/"
     held: list[Any] = []
@@ -55,7 +56,7 @@ async def _child(system: str, n: int, port: int, window: float) -> dict[str, Any
         if system == "tether":
             import tether
 
-            links = [tether.connect(url) for _ in range(k)]
+            links = [tether_api().connect(url) for _ in range(k)]
             for link in links:
                 await link.start()
             await asyncio.gather(*(link.wait_connected(timeout=60) for link in links))

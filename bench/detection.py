@@ -64,6 +64,8 @@ async def run_async(per_system: int = 2, window: float = 75.0, include_tether: b
     ws_url = f"ws://{HOST}:{ws_proxy.port}/"
     sio_url = f"http://{HOST}:{sio_proxy.port}"
 
+    # seed 003's monitors start at spread phases within its 5 s poll period
+    phases = iter([5.0 * i / per_system for i in range(per_system)] + [0.0] * 100)
     Spec = tuple[str, str, Callable[[Probe], Awaitable[None]], bool]
     specs: list[Spec] = []
     if include_tether:
@@ -76,7 +78,8 @@ async def run_async(per_system: int = 2, window: float = 75.0, include_tether: b
         ))
     specs += [
         ("websockets defaults (ping 20 s / timeout 20 s)", "20 + 20 + close_timeout 10", lambda p: websockets_defaults(ws_url, p, window), False),
-        ("seed 003 (websockets + close_code poll 5 s)", "websockets + ≤ 5", lambda p: seed003(ws_url, p, window), False),
+        ("seed 003 (websockets + close_code poll 5 s)", "websockets + ≤ 5",
+         lambda p: seed003(ws_url, p, window, phase=next(phases)), False),
         (
             f"python-socketio (server ping {ping_interval:g} s / timeout {ping_timeout:g} s)",
             f"{ping_interval:g} + {ping_timeout:g}",

@@ -17,7 +17,7 @@ from typing import Any
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from ._common import HOST, Child, Row, Scenario, free_port, na_row, print_scenario, tether_link_available
+from ._common import HOST, Child, Row, Scenario, free_port, na_row, print_scenario, tether_api, tether_link_available
 from ._nginx import Nginx, nginx_binary
 
 READ_TIMEOUT = 2.0
@@ -53,7 +53,7 @@ class Track:
         return {
             "disconnections": cuts,
             "connected %": 100.0 * connected / (t1 - t0),
-            "median lifetime s": sorted(lifetimes)[len(lifetimes) // 2] if lifetimes else f"> {t1 - t0:g}",
+            "median lifetime s": sorted(lifetimes)[len(lifetimes) // 2] if lifetimes else f"> {t1 - t0:.0f}",
         }
 
 
@@ -83,7 +83,7 @@ async def tether_loop(url: str, track: Track, stop: asyncio.Event, **kw: Any) ->
     import tether
     from tether import events
 
-    link = tether.connect(url, **kw)
+    link = tether_api().connect(url, **kw)
 
     def on_event(ev: object) -> None:
         if isinstance(ev, events.Connected):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -69,11 +70,21 @@ def _ratio(row: Row, base: Row | None, primary: str, lower_is_better: bool) -> s
     if row is base:
         return "1.00× (baseline)"
     a, b = _number(row.figures.get(primary)), _number(base.figures.get(primary))
+    raw = row.figures.get(primary)
+    if a is None and b and isinstance(raw, str) and raw.startswith("> "):
+        # a peer that never got there within the window: the ratio is at least window / tether
+        with contextlib.suppress(ValueError):
+            bound = float(raw[2:].split()[0]) / b
+            return f"> {bound:.2f}× ({'tether better' if lower_is_better else 'tether worse'})"
     if a is None or b is None:
         return "n/a"
     if b == 0:
-        return "∞" if a else "equal"
+        if not a:
+            return "1.00× (equal)"
+        return f"∞ ({'tether better' if lower_is_better else 'tether worse'})"
     r = a / b
+    if row.system.startswith("tether"):
+        return f"{r:.2f}× (tether variant)"
     better = (r > 1) if lower_is_better else (r < 1)
     if abs(r - 1) < 0.005:
         return "1.00× (equal)"

@@ -17,7 +17,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect as ws_connect
 
-from ._common import HOST, Child, Row, Scenario, free_port, na_row, print_scenario, tether_link_available
+from ._common import HOST, Child, Row, Scenario, free_port, na_row, print_scenario, tether_api, tether_link_available
 
 SIZE = 100
 TARGET = 0.90
@@ -48,7 +48,7 @@ async def _raw(url: str, n: int) -> float:
 async def _link(url: str, n: int) -> float:
     import tether
 
-    async with tether.connect(url) as link:
+    async with tether_api().connect(url) as link:
         await link.wait_connected(timeout=10)
         msgs = [_payload(i) for i in range(n)]
         t0 = time.perf_counter()

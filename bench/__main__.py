@@ -1,0 +1,177 @@
+"""``python -m bench``: run every scenario (tether and its peers in the same run) and write BENCHMARKS.md.
+
+The scenarios that mostly wait (detection, idle cut-off) run while the chaos soak runs in a child
+process, so the whole bench stays under ~10 minutes; the CPU-bound ones (recovery, cost, throughput,
+outbox, service) run alone afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from ._common import ROOT, Child, Row, Scenario, print_scenario
+from .report import write
+
+ORDER = ["detection", "idle_cutoff", "recovery", "cost", "throughput", "outbox", "service", "chaos"]
+
+
+def _adapt(name: str, result: Any) -> Scenario:
+    """Accept a Scenario, or rows / dicts from a scenario written by someone else (bench/outbox.py)."""
+    if isinstance(result, Scenario):
+        return result
+    sc = Scenario(name=name, title=name, primary="", lower_is_better=False)
+    if isinstance(result, dict) and "rows" in result:
+        sc.title = str(result.get("title", name))
+        sc.primary = str(result.get("primary", ""))
+        sc.lower_is_better = bool(result.get("lower_is_better", False))
+        sc.notes = list(result.get("notes", []))
+        result = result["rows"]
+    rows = result if isinstance(result, list) else [result]
+    for r in rows:
+        if isinstance(r, Row):
+            sc.rows.append(r)
+        elif isinstance(r, dict):
+            d = dict(r)
+            system = str(d.pop("system", d.pop("name", "?")))
+            figs = d.pop("figures", None) or d
+            sc.rows.append(Row(system, figs, group=str(d.pop("group", "")), baseline=bool(d.pop("baseline", False))))
+        elif hasattr(r, "__dict__"):
+            d = dict(vars(r))
+            system = str(d.pop("system", d.pop("name", "?")))
+            figs = d.pop("figures", None) or d
+            sc.rows.append(Row(system, figs, group=str(d.pop("group", "")), baseline=bool(d.pop("baseline", False))))
+    if not sc.primary and sc.rows:
+        first = next((k for k, v in sc.rows[0].figures.items() if isinstance(v, (int, float))), "")
+        sc.primary = first
+    return sc
+
+
+def _run_one(name: str, quick: bool) -> Scenario:
+    t0 = time.monotonic()
+    try:
+        mod = importlib.import_module(f"bench.{name}")
+    except ImportError as exc:
+        sc = Scenario(name=name, title=name, primary="", lower_is_better=True)
+        sc.error = f"bench/{name}.py is not there yet ({exc})"
+        return sc
+    kwargs: dict[str, Any] = {}
+    if quick:
+        kwargs = QUICK.get(name, {})
+    try:
+        sc = _adapt(name, mod.run(**kwargs))
+    except Exception as exc:  # noqa: BLE001 - one failed scenario must not lose the others
+        sc = Scenario(name=name, title=name, primary="", lower_is_better=True)
+        sc.error = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    if not sc.seconds:
+        sc.seconds = time.monotonic() - t0
+    return sc
+
+
+QUICK: dict[str, dict[str, Any]] = {
+    "detection": {"per_system": 1},
+    "idle_cutoff": {"window": 8.0, "per_system": 1},
+    "recovery": {"sizes": (1000,)},
+    "cost": {"sizes": (1000,)},
+    "throughput": {"messages": 30_000, "repeats": 2},
+}
+
+
+async def _chaos_child(seconds: float, sessions: int) -> dict[str, Any]:
+    child = Child("bench.chaos", "--seconds", str(seconds), "--sessions", str(sessions), "--json")
+    # the child prints a human summary and then one JSON line; Child.read skips non-JSON lines
+    try:
+        return await child.start(ready_timeout=seconds + 180)
+    finally:
+        await child.close()
+
+
+def chaos_scenario(result: dict[str, Any] | BaseException, seconds: float) -> Scenario:
+    sc = Scenario(name="chaos", title=f"Chaos soak ({seconds:g} s, `python -m bench.chaos`)", primary="lost",
+                  lower_is_better=True)
+    if isinstance(result, BaseException):
+        sc.error = f"{type(result).__name__}: {result}"
+        return sc
+    r = result
+    sc.rows.append(Row(f"tether ({r.get('mode', 'direct')}: {r['sessions']} sessions)", {
+        "lost": r["lost"],
+        "duplicated": r["duplicated"],
+        "leaked tasks": r["leaked_tasks"],
+        "produced": r["produced"],
+        "redelivered (deduped)": r["redelivered"],
+        "reconnects": r["reconnects"],
+        "Retry-After violations": r["retry_after_violations"],
+        "memory slope KiB/min": r["memory_slope_kib_per_min"],
+        "result": "PASS" if r["passed"] else "FAIL",
+    }, baseline=True))
+    sc.notes += [
+        f"Faults injected: {r['faults']}; drained in {r['drain_s']:.1f} s; dead letters {r['dead_letters']}; "
+        f"leaked threads {r['leaked_threads']}; RSS {r['rss_start_mib']:.0f} → {r['rss_end_mib']:.0f} MiB.",
+        "Peers have no equivalent run: none of them keeps unsent messages across a restart of the process "
+        "or acknowledges delivery, so their 'lost' is every message in flight at each fault.",
+    ]
+    if r.get("lost_examples"):
+        sc.notes.append(f"Lost examples: {', '.join(r['lost_examples'])}")
+    return sc
+
+
+async def _main_async(names: list[str], quick: bool, chaos_seconds: float, chaos_sessions: int) -> list[Scenario]:
+    results: dict[str, Scenario] = {}
+    loop = asyncio.get_running_loop()
+    chaos_task = None
+    if "chaos" in names:
+        chaos_task = asyncio.create_task(_chaos_child(chaos_seconds, chaos_sessions))
+    # the waiting scenarios overlap the soak; each runs in a worker thread with its own event loop
+    for name in [n for n in names if n in ("detection", "idle_cutoff")]:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        results[name] = await loop.run_in_executor(None, _run_one, name, quick)
+    if chaos_task is not None:
+        print("== chaos (waiting for the soak)", file=sys.stderr, flush=True)
+        try:
+            res: Any = await chaos_task
+        except BaseException as exc:  # noqa: BLE001 - reported as the scenario's error
+            res = exc
+        results["chaos"] = chaos_scenario(res, chaos_seconds)
+    for name in [n for n in names if n not in ("detection", "idle_cutoff", "chaos")]:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        results[name] = await loop.run_in_executor(None, _run_one, name, quick)
+    return [results[n] for n in ORDER if n in results]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help=f"comma-separated subset of {','.join(ORDER)}")
+    ap.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
+    ap.add_argument("--quick", action="store_true", help="small N and short windows (development)")
+    ap.add_argument("--chaos-seconds", type=float, default=120.0)
+    ap.add_argument("--chaos-sessions", type=int, default=50)
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    ap.add_argument("--json", default="", help="also write the raw results here")
+    a = ap.parse_args(argv)
+    names = [n for n in (a.only.split(",") if a.only else ORDER) if n and n not in a.skip.split(",")]
+    unknown = [n for n in names if n not in ORDER]
+    if unknown:
+        ap.error(f"unknown scenario(s) {unknown}; choose from {ORDER}")
+    t0 = time.monotonic()
+    scenarios = asyncio.run(_main_async(names, a.quick, a.chaos_seconds if not a.quick else 30.0, a.chaos_sessions))
+    total = time.monotonic() - t0
+    preamble = [f"Whole run: {total / 60:.1f} min{' (--quick: small N, short windows)' if a.quick else ''}.", ""]
+    path = write(scenarios, Path(a.out), preamble)
+    for sc in scenarios:
+        print_scenario(sc)
+    if a.json:
+        Path(a.json).write_text(json.dumps([sc.to_json() for sc in scenarios], indent=1, default=str))
+    print(f"wrote {path} in {total:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

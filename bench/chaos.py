@@ -1,0 +1,409 @@
+"""Chaos soak: N sessions, random faults, numbered messages; pass only with nothing lost or duplicated.
+
+``python -m bench.chaos --seconds 120`` (``make chaos``). Everything stays on 127.0.0.1.
+
+Topology (``--mode direct``, the default): N durable tether Links (one SQLite Outbox, ``JsonAck``)
+-> a fault-injecting TCP proxy (:class:`bench._proxy.BlackholeProxy`) -> an upstream websockets server
+in its own process (``bench._wsserver --log``). The upstream writes every message it applies to a log
+file *before* acking it, and de-duplicates by message id the way an idempotent receiver does (it
+re-reads the log after a restart), so its log is the ground truth of what was delivered.
+
+Faults, one at a time at random (seeded) moments: upstream SIGKILL and restart, blackhole (nothing
+forwarded, nothing closed), TCP resets, close 1013 with "retry after 1" plus 503 Retry-After
+rejections, and the token turning invalid (401 on handshakes, 4401 on open connections) then valid
+again (the session owner calls ``link.reconnect()``, as an application does after refreshing a
+token).
+
+Producers send numbered messages ``{"s": session, "n": k}``; after the run the faults stop, the
+outbox drains, every link is closed and we report:
+- lost: numbered messages accepted by ``send()`` that the upstream never applied (dead letters count);
+- duplicated: numbered messages the upstream applied more than once (under different ids, which no
+  id-based receiver could catch); redeliveries of the same id are counted separately (at-least-once
+  on the wire is expected; the receiver's dedupe makes the effect exactly-once);
+- leaked tasks: asyncio tasks still alive after every link, the outbox and the proxy were closed;
+- memory slope of this process (KiB/min, least squares over the second half of the run);
+- Retry-After violations: a session reconnecting sooner than a 1013 close told it to.
+
+Exit status 0 only with zero lost, zero duplicated and zero leaked tasks.
+
+``--mode service`` (sessions through ``tether serve``) plugs in as another :class:`Fleet`; the faults,
+producers and accounting stay the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from ._common import HOST, Child, free_port, raise_nofile, tether_api
+from ._proxy import BlackholeProxy
+
+FAULTS = ("kill", "blackhole", "reset", "close_1013", "auth")
+RETRY_AFTER = 1.0
+
+
+@dataclass
+class Report:
+    sessions: int
+    seconds: float
+    produced: int = 0
+    applied: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    redelivered: int = 0
+    dead_letters: int = 0
+    leaked_tasks: int = 0
+    leaked_task_names: list[str] = field(default_factory=list)
+    leaked_threads: int = 0
+    memory_slope_kib_per_min: float = 0.0
+    rss_start_mib: float = 0.0
+    rss_end_mib: float = 0.0
+    faults: dict[str, int] = field(default_factory=dict)
+    reconnects: int = 0
+    retry_after_violations: int = 0
+    drained: bool = False
+    drain_s: float = 0.0
+    undelivered_at_end: int = 0
+    send_errors: int = 0
+    lost_examples: list[str] = field(default_factory=list)
+    mode: str = "direct"
+
+    @property
+    def passed(self) -> bool:
+        return self.lost == 0 and self.duplicated == 0 and self.leaked_tasks == 0
+
+    def lines(self) -> list[str]:
+        return [
+            f"chaos ({self.mode}): {self.sessions} sessions, {self.seconds:g} s, faults {dict(self.faults)}",
+            f"  produced {self.produced}, applied {self.applied}, lost {self.lost}, duplicated {self.duplicated}, "
+            f"redelivered (same id, deduped) {self.redelivered}, dead letters {self.dead_letters}",
+            f"  leaked tasks {self.leaked_tasks} {self.leaked_task_names[:5]}, leaked threads {self.leaked_threads}",
+            f"  memory slope {self.memory_slope_kib_per_min:+.0f} KiB/min (RSS {self.rss_start_mib:.0f} -> "
+            f"{self.rss_end_mib:.0f} MiB), reconnects {self.reconnects}, Retry-After violations "
+            f"{self.retry_after_violations}, drained {self.drained} in {self.drain_s:.1f} s, send errors {self.send_errors}",
+            f"  {'PASS' if self.passed else 'FAIL'}",
+        ]
+
+
+class Upstream:
+    """The upstream server process; ``kill_and_restart`` keeps the port and the delivery log."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.child: Child | None = None
+        self.violations = 0  # Retry-After violations counted by servers that were since killed
+
+    async def start(self) -> None:
+        self.child = Child("bench._wsserver", "--port", str(self.port), "--log", str(self.log))
+        await self.child.start()
+
+    async def kill_and_restart(self, down: float) -> None:
+        with contextlib.suppress(Exception):
+            self.violations += int((await self.ask({"cmd": "stats"})).get("retry_after_violations", 0))
+        replacement = Child("bench._wsserver", "--port", str(self.port), "--log", str(self.log), "--defer")
+        await replacement.start()
+        assert self.child is not None
+        self.child.kill()
+        await self.child.close()
+        await asyncio.sleep(down)
+        await replacement.send({"cmd": "listen"})
+        await replacement.read(10)
+        self.child = replacement
+
+    async def ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        assert self.child is not None
+        return await self.child.ask(cmd, timeout=20)
+
+    async def close(self) -> None:
+        if self.child is not None:
+            await self.child.close()
+
+
+class DirectFleet:
+    """N durable Links through the proxy. The session owner re-arms a link after an auth failure."""
+
+    def __init__(self, url: str, n: int, outbox_path: Path) -> None:
+        self.url = url
+        self.n = n
+        self.outbox_path = outbox_path
+        self.links: list[Any] = []
+        self.names = [f"s{i:04d}" for i in range(n)]
+        self.outbox: Any = None
+        self._rearm: set[asyncio.Task[None]] = set()
+        self.closing = False
+
+    async def start(self) -> None:
+        api = tether_api()
+        import tether
+        from tether.store import Outbox
+
+        # max_attempts=None: a soak with a fault every few seconds must not dead-letter on purpose
+        self.outbox = Outbox(str(self.outbox_path), synchronous="NORMAL", max_attempts=None)
+        await self.outbox.open()
+        admission = api.Admission(rate=200, burst=20)
+        for name in self.names:
+            link = api.connect(
+                f"{self.url}s/{name}",
+                heartbeat_interval=0.5,
+                heartbeat_timeout=0.5,
+                connect_timeout=2.0,
+                stable_after=2.0,
+                backoff=tether.Backoff(base=0.1, factor=2.0, cap=2.0),
+                admission=admission,
+                outbox=self.outbox,
+                session=name,
+                ack=api.JsonAck(),
+                name=name,
+            )
+            link.subscribe(self._watch(link))
+            self.links.append(link)
+        for link in self.links:
+            await link.start()
+
+    def _watch(self, link: Any) -> Any:
+        from tether import events
+
+        def on_event(ev: object) -> None:
+            if isinstance(ev, events.GaveUp) and not self.closing:
+                task = asyncio.get_running_loop().create_task(self._reconnect_later(link))
+                self._rearm.add(task)
+                task.add_done_callback(self._rearm.discard)
+
+        return on_event
+
+    async def _reconnect_later(self, link: Any) -> None:
+        # what an application does after its token was refused: refresh it, then reconnect by hand
+        await asyncio.sleep(0.3 + random.random() * 0.3)
+        if not self.closing:
+            with contextlib.suppress(Exception):
+                await link.reconnect()
+
+    async def send(self, i: int, payload: str) -> None:
+        await self.links[i].send(payload)
+
+    async def undelivered(self) -> int:
+        return int(await self.outbox.depth())
+
+    async def dead_letters(self) -> int:
+        return len(await self.outbox.dead_letters(limit=100_000))
+
+    def reconnects(self) -> int:
+        return sum(max(0, link.stats.connects - 1) for link in self.links)
+
+    async def close(self) -> None:
+        self.closing = True
+        for t in list(self._rearm):
+            t.cancel()
+        await asyncio.gather(*self._rearm, return_exceptions=True)
+        await asyncio.gather(*(asyncio.wait_for(link.close(), 15) for link in self.links), return_exceptions=True)
+        if self.outbox is not None:
+            await self.outbox.close()
+
+
+def _slope(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, rss bytes) in KiB/min."""
+    if len(samples) < 3:
+        return 0.0
+    n = len(samples)
+    mt = sum(t for t, _ in samples) / n
+    mr = sum(r for _, r in samples) / n
+    den = sum((t - mt) ** 2 for t, _ in samples)
+    if den == 0:
+        return 0.0
+    return sum((t - mt) * (r - mr) for t, r in samples) / den / 1024 * 60
+
+
+async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.0, fault_every: float = 4.0,
+                    seed: int | None = None, drain_timeout: float = 60.0, mode: str = "direct",
+                    verbose: bool = False) -> Report:
+    raise_nofile()
+    rng = random.Random(seed)
+    rep = Report(sessions=sessions, seconds=seconds, mode=mode)
+    tmp = tempfile.TemporaryDirectory(prefix="bench-chaos-")
+    log = Path(tmp.name) / "delivered.jsonl"
+    log.touch()
+    threads0 = threading.active_count()
+    tasks0 = set(asyncio.all_tasks())
+    upstream = Upstream(log)
+    await upstream.start()
+    proxy = await BlackholeProxy(upstream.port).start()
+    if mode != "direct":
+        raise SystemExit(f"--mode {mode}: only 'direct' is implemented (the service mode plugs in as a Fleet)")
+    fleet = DirectFleet(f"ws://{HOST}:{proxy.port}/", sessions, Path(tmp.name) / "outbox.db")
+    produced: list[set[int]] = [set() for _ in range(sessions)]
+    stop_producing = asyncio.Event()
+    faults: Counter[str] = Counter()
+    proc = psutil.Process()
+    rss: list[tuple[float, float]] = []
+
+    def say(msg: str) -> None:
+        if verbose:
+            print(f"[chaos {time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    async def producer(i: int) -> None:
+        name = fleet.names[i]
+        k = 0
+        period = 1.0 / rate
+        await asyncio.sleep(rng.random() * period)
+        for _ in range(int(seconds * rate) + 10):
+            if stop_producing.is_set():
+                return
+            payload = json.dumps({"s": name, "n": k})
+            try:
+                await asyncio.wait_for(fleet.send(i, payload), 10)
+                produced[i].add(k)
+                k += 1
+            except Exception:  # noqa: BLE001 - not accepted: the same number is tried again next tick
+                rep.send_errors += 1
+            await asyncio.sleep(period)
+
+    async def sampler() -> None:
+        for _ in range(int(seconds) + 600):
+            rss.append((time.monotonic(), float(proc.memory_info().rss)))
+            await asyncio.sleep(1.0)
+
+    async def injector() -> None:
+        for _ in range(int(seconds / max(fault_every, 0.5)) + 1):
+            await asyncio.sleep(fault_every * (0.5 + rng.random()))
+            if stop_producing.is_set():
+                return
+            kind = rng.choice(FAULTS)
+            faults[kind] += 1
+            say(f"fault {kind}")
+            if kind == "kill":
+                await upstream.kill_and_restart(0.2 + rng.random() * 1.0)
+            elif kind == "blackhole":
+                proxy.blackhole()
+                await asyncio.sleep(1.0 + rng.random() * 2.0)
+                proxy.heal()
+            elif kind == "reset":
+                proxy.reset_all()
+            elif kind == "close_1013":
+                await upstream.ask({"cmd": "reject", "status": 503, "retry_after": RETRY_AFTER, "seconds": RETRY_AFTER})
+                await upstream.ask({"cmd": "close_all", "code": 1013, "reason": f"retry after {RETRY_AFTER:g}",
+                                    "retry_after": RETRY_AFTER})
+            elif kind == "auth":
+                await upstream.ask({"cmd": "auth", "valid": False})
+                await asyncio.sleep(0.5 + rng.random() * 1.0)
+                await upstream.ask({"cmd": "auth", "valid": True})
+            await asyncio.sleep(0.5)  # at least a moment of calm between faults
+
+    t0 = time.monotonic()
+    rss_start = proc.memory_info().rss
+    helpers: list[asyncio.Task[Any]] = []
+    try:
+        await fleet.start()
+        helpers = [asyncio.create_task(producer(i)) for i in range(sessions)]
+        inj = asyncio.create_task(injector())
+        samp = asyncio.create_task(sampler())
+        await asyncio.sleep(seconds)
+        stop_producing.set()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        inj.cancel()
+        await asyncio.gather(inj, return_exceptions=True)
+        proxy.heal()
+        await upstream.ask({"cmd": "auth", "valid": True})
+        say("faults stopped; draining")
+        d0 = time.monotonic()
+        for _ in range(int(drain_timeout * 10)):
+            rep.undelivered_at_end = await fleet.undelivered()
+            if rep.undelivered_at_end == 0:
+                rep.drained = True
+                break
+            await asyncio.sleep(0.1)
+        rep.drain_s = time.monotonic() - d0
+        samp.cancel()
+        await asyncio.gather(samp, return_exceptions=True)
+        rep.dead_letters = await fleet.dead_letters()
+        rep.reconnects = fleet.reconnects()
+        rep.retry_after_violations = upstream.violations + int(
+            (await upstream.ask({"cmd": "stats"})).get("retry_after_violations", 0))
+    finally:
+        stop_producing.set()
+        for t in helpers:
+            t.cancel()
+        await fleet.close()
+        await proxy.close()
+        await upstream.close()
+
+    # leaked tasks: anything started during the run and still alive now
+    gc.collect()
+    await asyncio.sleep(0.2)
+    leaked = [t for t in asyncio.all_tasks() if t not in tasks0 and t is not asyncio.current_task() and not t.done()]
+    rep.leaked_tasks = len(leaked)
+    rep.leaked_task_names = sorted({(t.get_coro().__qualname__ if t.get_coro() else t.get_name()) for t in leaked})
+    for _ in range(20):
+        if threading.active_count() <= threads0:
+            break
+        await asyncio.sleep(0.1)
+    rep.leaked_threads = max(0, threading.active_count() - threads0)
+    rep.rss_start_mib = rss_start / 2**20
+    rep.rss_end_mib = proc.memory_info().rss / 2**20
+    half = [s for s in rss if s[0] >= t0 + seconds / 2]
+    rep.memory_slope_kib_per_min = _slope(half)
+    rep.faults = dict(faults)
+
+    # ground truth: the upstream's log
+    applied: dict[tuple[str, int], set[str]] = defaultdict(set)
+    with open(log) as f:
+        for line in f:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if obj.get("dup"):
+                rep.redelivered += 1
+                continue
+            applied[(obj["s"], int(obj["n"]))].add(str(obj["id"]))
+    rep.produced = sum(len(p) for p in produced)
+    rep.applied = len(applied)
+    lost = [(fleet.names[i], k) for i in range(sessions) for k in sorted(produced[i]) if (fleet.names[i], k) not in applied]
+    rep.lost = len(lost)
+    rep.lost_examples = [f"{s}#{k}" for s, k in lost[:10]]
+    rep.duplicated = sum(1 for ids in applied.values() if len(ids) > 1)
+    tmp.cleanup()
+    return rep
+
+
+def run(**kw: Any) -> Report:
+    return asyncio.run(run_async(**kw))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--rate", type=float, default=2.0, help="messages per second per session")
+    ap.add_argument("--fault-every", type=float, default=4.0, help="mean seconds between faults")
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--drain-timeout", type=float, default=60.0)
+    ap.add_argument("--mode", choices=["direct", "service"], default="direct")
+    ap.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args(argv)
+    rep = run(seconds=a.seconds, sessions=a.sessions, rate=a.rate, fault_every=a.fault_every, seed=a.seed,
+              drain_timeout=a.drain_timeout, mode=a.mode, verbose=a.verbose)
+    print("\n".join(rep.lines()))
+    if a.json:
+        print(json.dumps({**rep.__dict__, "passed": rep.passed}))
+    return 0 if rep.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
