@@ -168,3 +168,21 @@ def test_bad_options_are_named(tmp_path, monkeypatch, args, needle):
     assert res.exit_code == 2
     assert needle in res.stderr
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_status_subcommand_with_options_before_or_after(tmp_path, monkeypatch):
+    """`status --state-file F`, `--state-file F status` and `... status --json` all read the state."""
+    from tether.supervise._state import write_state
+
+    monkeypatch.chdir(tmp_path)
+    write_state(tmp_path / "s.json", {
+        "name": "bot", "supervisor_pid": None, "exit_code": 0, "started_at": 0.0, "instances": [
+            {"index": 0, "pid": None, "state": "stopped", "restarts": 2, "started_at": None,
+             "last_exit": {"reason": "crash", "code": 1, "signal": None, "detail": "", "text": "crash (exit code 1)"}}]})
+    for args in (["status", "--state-file", "s.json"], ["--state-file", "s.json", "status"]):
+        res = CliRunner().invoke(app, ["supervise", *args])
+        assert res.exit_code == 0, res.output
+        assert "bot: supervisor exited (code 0)" in res.stdout
+        assert "restarts 2, last exit: crash (exit code 1)" in res.stdout
+    res = CliRunner().invoke(app, ["supervise", "--state-file", "s.json", "status", "--json"])
+    assert json.loads(res.stdout)["instances"][0]["restarts"] == 2

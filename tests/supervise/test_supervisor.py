@@ -86,7 +86,9 @@ async def test_crash_loop_is_throttled_by_backoff_and_budget(tmp_path):
             sys.stdout.write(f"line {i} " + "x" * 100 + "\n")
         sys.exit(3)
     """)
-    cfg = config(tmp_path, cmd, max_restarts=4, window=60, cooldown=60)
+    alert = tmp_path / "alert.txt"
+    cfg = config(tmp_path, cmd, max_restarts=4, window=60, cooldown=60,
+                 alert_command=f'echo "$TETHER_SUPERVISE_RESTARTS $TETHER_SUPERVISE_LAST_EXIT" > {alert}')
     sup, rec, task = await start(cfg)
     exhausted = await rec.wait(lambda e: isinstance(e, BudgetExhausted))
     assert (exhausted.restarts, exhausted.cooldown) == (4, 60.0)
@@ -101,6 +103,31 @@ async def test_crash_loop_is_throttled_by_backoff_and_budget(tmp_path):
     runs = log.split("started pid")[1:]
     assert len(runs) == 5 and all("out | line 1999 " in run for run in runs)
     assert "ALERT: 4 restarts within 60s" in log
+    assert alert.read_text().strip() == "4 crash (exit code 3)"  # the alert hook ran, with the reason
+
+
+async def test_cron_restart_is_graceful(tmp_path):
+    """A cron schedule (here every second) restarts the child with the stop signal; it drains first."""
+    cmd = script(tmp_path, "nightly", """
+        import signal, sys, time
+        def drain(*_):
+            print("finishing in-flight work")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, drain)
+        time.sleep(60)
+    """)
+    cfg = config(tmp_path, cmd, cron="* * * * * *", max_restarts=1)  # 6 fields: croniter's seconds
+    sup, rec, task = await start(cfg)
+    await rec.wait(lambda e: isinstance(e, ChildStarted) and len(rec.of(ChildStarted)) >= 3)
+    await finish(sup, task)
+    scheduled = [e for e in rec.of(ChildExited) if e.exit.kind is ExitKind.SCHEDULED]
+    assert len(scheduled) >= 2
+    assert not rec.of(BudgetExhausted)  # scheduled restarts don't use the crash budget
+    # Each child that got the stop signal after installing its handler drained and exited 0. (A tick
+    # can land while a child is still starting, before the handler exists: that one dies of SIGTERM.)
+    drained = [e for e in rec.of(ChildExited) if e.exit.code == 0]  # the final stop drains too
+    assert (tmp_path / "out.log").read_text().count("out | finishing in-flight work") == len(drained)
+    assert all(e.exit.code == 0 or e.exit.signal == signal.SIGTERM for e in scheduled)
 
 
 async def test_stable_run_resets_the_backoff(tmp_path):

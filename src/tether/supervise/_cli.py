@@ -4,7 +4,8 @@ Click cannot have both a command that takes arbitrary trailing arguments and a s
 same group: a group would read ``tether supervise python bot.py`` as an unknown subcommand
 ``python``. So ``supervise`` is one command whose ``parse_args`` peels off a leading ``status``
 (before any ``--``) and hands the rest to the status command. A program literally called
-``status`` runs with ``tether supervise -- status``. Options are not interspersed: everything after
+``status`` runs with ``tether supervise -- status``; without ``--``, ``status`` after options
+(``tether supervise --state-file F status``) is the subcommand too. Options are not interspersed: everything after
 the program name belongs to the program, so ``--`` is optional unless the program starts with ``-``.
 """
 
@@ -29,6 +30,7 @@ from ._state import read_state
 __all__ = ["register"]
 
 _STATUS_META = "tether.supervise.status_args"
+_DASHDASH_META = "tether.supervise.dashdash"
 _PANEL_RESTART = "Restart policy and budget"
 _PANEL_STOP = "Stopping"
 _PANEL_MEM = "Memory"
@@ -43,6 +45,7 @@ class _SuperviseCommand(TyperCommand):
         if args and args[0] == "status":
             ctx.meta[_STATUS_META] = list(args[1:])
             args = []
+        ctx.meta[_DASHDASH_META] = "--" in args
         return super().parse_args(ctx, args)
 
 
@@ -180,6 +183,10 @@ def supervise(
     """
     if _STATUS_META in ctx.meta:
         _run_status(ctx.meta[_STATUS_META])
+        return
+    if command and command[0] == "status" and not ctx.meta.get(_DASHDASH_META):
+        # `tether supervise --state-file F status [--json]`: options before the subcommand.
+        _run_status([*(["--state-file", str(state_file)] if state_file else []), *command[1:]])
         return
     cli = {k: v for k, v in ctx.params.items() if k not in ("command", "config", "emit_systemd")}
     cli["command"] = tuple(command) if command else None
