@@ -79,6 +79,14 @@ async def test_offset_confirms_updates_below_it(api, http):
     assert [u["update_id"] for u in r.json()["result"]] == [4]
 
 
+async def test_multipart_and_query_parameters_are_read(api, http):
+    """Parameters arrive the ways real clients send them: multipart forms and query strings too."""
+    r = await http.post(path(api, "sendMessage"), data={"chat_id": "5", "text": "multi"}, files={"x": ("x", b"1")})
+    assert r.status_code == 200 and r.json()["result"]["text"] == "multi"
+    r = await http.get(path(api, "sendMessage"), params={"chat_id": "5", "text": "query"})
+    assert r.status_code == 200 and [m["text"] for m in api.sent] == ["multi", "query"]
+
+
 async def test_fail_next_429_has_telegram_shape(api, http):
     """fail_next() answers 429 with description and parameters.retry_after exactly like Telegram."""
     api.fail_next(1, status=429, retry_after=3)

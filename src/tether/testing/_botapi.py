@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import email
+import email.policy
 import json
 import time
 import urllib.parse
@@ -574,6 +576,15 @@ def _params(query: str, body: bytes, content_type: str) -> dict[str, Any]:
         params.update(data)
     elif ctype == "application/x-www-form-urlencoded":
         params.update(urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    elif ctype == "multipart/form-data":  # aiogram and others send forms this way
+        msg = email.message_from_bytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body,
+                                       policy=email.policy.HTTP)
+        if not msg.is_multipart():
+            raise ValueError("can't parse multipart body")
+        for part in msg.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name:
+                params[str(name)] = (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
     else:
         raise ValueError(f"unsupported content type {ctype or 'none'}; send JSON or a form")
     return params

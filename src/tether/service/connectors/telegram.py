@@ -170,7 +170,8 @@ class TelegramBotConnector:
         self._webhook_checked = False
         self._attempt = 0
         self._down_since: float | None = None
-        self._flood: dict[Any, float] = {}  # chat_id -> monotonic time before which Telegram said wait
+        self._flood: dict[str, float] = {}  # chat_id -> monotonic time before which Telegram said wait
+        self._failure: BaseException | None = None  # why the session is FAILED
         self._stats: dict[str, Any] = {
             "attempts": 0, "connects": 0, "disconnects": 0, "polls": 0, "updates_received": 0,
             "delivered": 0, "sent": 0, "send_errors": 0, "last_error": None, "last_error_at": None,
@@ -230,7 +231,7 @@ class TelegramBotConnector:
         params = parse_payload(payload)
         chat_id, text = params.pop("chat_id"), params.pop("text")
         now = self._ctx.clock.monotonic()
-        not_before = self._flood.get(chat_id, 0.0)
+        not_before = self._flood.get(str(chat_id), 0.0)
         if now < not_before:
             # Whoever retries us (the outbox, a user) may come back early: never send before Telegram allowed.
             wait = not_before - now
@@ -245,11 +246,11 @@ class TelegramBotConnector:
                 now = self._ctx.clock.monotonic()
                 if len(self._flood) > 1024:  # bounded: forget holds that are over
                     self._flood = {k: t for k, t in self._flood.items() if t > now}
-                self._flood[chat_id] = now + exc.retry_after
+                self._flood[str(chat_id)] = now + exc.retry_after
             if isinstance(exc, BotAPIUnauthorized):
                 await self._fail_from_outside(exc)
             raise
-        self._flood.pop(chat_id, None)
+        self._flood.pop(str(chat_id), None)
         self._stats["sent"] += 1
 
     async def stop(self) -> None:
@@ -275,8 +276,6 @@ class TelegramBotConnector:
         self._spawn()
 
     # ------------------------------------------------------------------ the loop
-    _failure: BaseException | None = None
-
     def _spawn(self) -> None:
         self._failure = None
         self._task = asyncio.create_task(self._run(), name=f"tether-telegram-poller[{self._ctx.session}]")
