@@ -45,7 +45,9 @@ def serve(
         _fail(str(exc))
     setup_logging(settings.log_format, settings.log_level)
     try:
-        code = asyncio.run(run(settings))
+        from ..observe import service_observability  # metrics, error tracker, alerts, log files
+
+        code = asyncio.run(run(settings, observability=service_observability(settings)))
     except ConfigError as exc:
         _fail(str(exc))
     raise typer.Exit(code)
