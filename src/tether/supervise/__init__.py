@@ -36,7 +36,8 @@ from ._events import (
     SupervisorStopping,
 )
 from ._state import read_state
-from ._supervisor import Supervisor, tree_rss
+from ._proc import tree_rss
+from ._supervisor import Supervisor
 from ._systemd import systemd_unit
 
 __all__ = [

@@ -10,11 +10,8 @@ import signal
 import sys
 from typing import Any, Callable
 
-import psutil
-
 from .._backoff import Backoff
 from .._clock import SYSTEM_CLOCK, Clock, wait_for
-from .._errors import SupervisorError
 from ._config import SupervisorConfig
 from ._core import (
     CoolDown,
@@ -40,97 +37,10 @@ from ._events import (
     SupervisorStopping,
 )
 from ._logs import LogSink, pump
-from ._state import read_state, write_state
+from ._proc import FORWARDED_SIGNALS, die_with_parent, fmt_bytes, killpg, refuse_if_running, tree_rss
+from ._state import write_state
 
-__all__ = ["Supervisor", "tree_rss"]
-
-FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A preexec_fn so a child never outlives a supervisor that was SIGKILLed (or OOM-killed).
-
-    Children run in their own session, so nothing else would stop them; an orphaned bot plus the
-    copy a restarted supervisor starts would poll the same Telegram token twice (409 Conflict).
-    """
-    if _PRCTL is None:
-        return None
-    prctl = _PRCTL
-
-    def setup() -> None:  # runs in the child between fork and exec: keep it tiny
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the supervisor died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return setup
-
-
-def tree_rss(pid: int) -> int | None:
-    """Resident memory of ``pid`` and all its descendants, in bytes (None if it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return None
-    total = 0
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            total += p.memory_info().rss
-    return total
-
-
-def _refuse_if_running(state_file: Any) -> None:
-    """Two supervisors sharing a state file would run the bot twice: refuse to start the second."""
-    try:
-        state = read_state(state_file)
-    except SupervisorError:
-        return
-    pid = state.get("supervisor_pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return
-    try:
-        # A pid reused by an unrelated, newer process is not a supervisor.
-        alive = psutil.Process(pid).create_time() <= float(state.get("started_at") or 0) + 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        alive = False
-    if alive:
-        raise SupervisorError(
-            f"another tether supervise (pid {pid}) is running with state file {str(state_file)!r}; "
-            "stop it first or pass a different --state-file"
-        )
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)  # pragma: no cover
-
-
-def _killpg(pgid: int, sig: int) -> bool:
-    """Signal a whole process group; False if nothing is left in it."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
+__all__ = ["Supervisor"]
 
 class Supervisor:
     """Keeps ``config.command`` running (``config.instances`` copies) until stopped.
@@ -211,7 +121,7 @@ class Supervisor:
         """Run until stopped. With ``handle_signals``, SIGTERM/SIGINT stop gracefully (exit 0) and
         SIGHUP/SIGUSR1 are forwarded to the children."""
         cfg = self.config
-        _refuse_if_running(cfg.state_file)
+        refuse_if_running(cfg.state_file)
         self._stopping = asyncio.Event()
         self._started_wall = self._clock.wall()
         self._out = LogSink(cfg.log_file, stream=sys.stdout.buffer, max_bytes=cfg.log_max_bytes,
@@ -374,7 +284,7 @@ class _Instance:
         if cause is not StopCause.SHUTDOWN:
             self.sup.log(f"restarting pid {proc.pid}: {detail}", self.index)
         if kill:
-            _killpg(proc.pid, signal.SIGKILL)
+            killpg(proc.pid, signal.SIGKILL)
             return
         if self._terminator is None or self._terminator.done():
             self._terminator = asyncio.create_task(self._terminate(proc))
@@ -382,13 +292,13 @@ class _Instance:
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         cfg = self.sup.config
         self._set("stopping")
-        _killpg(proc.pid, cfg.stop_signal)
+        killpg(proc.pid, cfg.stop_signal)
         try:
             await wait_for(proc.wait(), cfg.kill_timeout, self.sup._clock)
         except TimeoutError:
             self.sup.log(f"pid {proc.pid} still running {cfg.kill_timeout:g}s after "
                          f"{cfg.stop_signal.name}: SIGKILL to its process group", self.index)
-            _killpg(proc.pid, signal.SIGKILL)
+            killpg(proc.pid, signal.SIGKILL)
 
     # ------------------------------------------------------------------ the loop
     async def loop(self) -> None:
@@ -431,7 +341,7 @@ class _Instance:
         finally:
             # Cancelled (or crashed): never leave a child behind.
             if self.proc is not None and self.proc.returncode is None:
-                _killpg(self.proc.pid, signal.SIGKILL)
+                killpg(self.proc.pid, signal.SIGKILL)
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep unless the supervisor is stopping; True if it is."""
@@ -449,7 +359,7 @@ class _Instance:
             return await asyncio.create_subprocess_exec(
                 *cfg.command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, cwd=cfg.cwd, env=env,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
                 start_new_session=True)  # own process group: we stop the whole tree, never just the leader
         except OSError as exc:
             code = 127 if isinstance(exc, FileNotFoundError) else 126
@@ -508,15 +418,15 @@ class _Instance:
         """The leader is gone; stop what is left of its group, then drain the pipes to EOF."""
         cfg, clock = self.sup.config, self.sup._clock
         done, _ = await asyncio.wait(pumps, timeout=0.05)
-        if len(done) < len(pumps) and _killpg(proc.pid, 0):
+        if len(done) < len(pumps) and killpg(proc.pid, 0):
             # Leftover members (grandchildren) hold the pipes: they go with their parent, like
             # systemd's KillMode=control-group; PM2 leaves them running.
             self.sup.log("stopping leftover processes of the group", self.index)
-            _killpg(proc.pid, cfg.stop_signal)
+            killpg(proc.pid, cfg.stop_signal)
             try:
                 await wait_for(asyncio.gather(*pumps), cfg.kill_timeout, clock)
             except TimeoutError:
-                _killpg(proc.pid, signal.SIGKILL)
+                killpg(proc.pid, signal.SIGKILL)
         try:
             await wait_for(asyncio.gather(*pumps), max(cfg.kill_timeout, 1.0), clock)
         except TimeoutError:  # a descendant left the group but kept our pipe: don't hang on it
@@ -538,12 +448,12 @@ class _Instance:
             verdict = self.memory.observe(rss)
             if verdict is MemoryVerdict.HARD:
                 self.request_stop(StopCause.MEMORY_HARD,
-                                  f"RSS {_fmt_bytes(rss)} above the hard limit {_fmt_bytes(cfg.memory_hard or 0)}",
+                                  f"RSS {fmt_bytes(rss)} above the hard limit {fmt_bytes(cfg.memory_hard or 0)}",
                                   kill=True)
                 return
             if verdict is MemoryVerdict.SOFT:
                 self.request_stop(StopCause.MEMORY_SOFT,
-                                  f"RSS {_fmt_bytes(rss)} above the soft limit {_fmt_bytes(cfg.memory_soft or 0)} "
+                                  f"RSS {fmt_bytes(rss)} above the soft limit {fmt_bytes(cfg.memory_soft or 0)} "
                                   f"for {self.memory.over} samples")
                 return
 
