@@ -1,5 +1,9 @@
 """Inbound delivery to webhook URLs: durable queue, HMAC-SHA256 signature, bounded retries.
 
+Retries are decided by the recovery engine (``tether.recovery.classify`` + ``plan``: 5xx and network
+errors retry with backoff, 429 waits at least ``Retry-After``, 4xx and auth failures stop at once);
+the schedule lives in the queue (``next_at``), so a restart resumes it instead of forgetting it.
+
 Every inbound message is queued (one job per URL) in the service database *before* the inbox marks
 it seen, so a crash in between re-delivers (at-least-once) and never loses. Receivers de-duplicate
 with ``X-Tether-Message-Id`` (stable across redeliveries).
@@ -20,9 +24,9 @@ from typing import Callable
 
 import httpx
 
-from .._classify import classify_status
 from .._clock import Clock, wait_for
-from .._decision import ErrorClass
+from .._decision import Action
+from ..recovery import DEFAULT_CLASS_POLICIES, ClassPolicy, Stop, classify, plan
 from ._db import ServiceDB, WebhookJob
 from ._events import WebhookDelivered, WebhookFailed
 from ._settings import WebhookSettings
@@ -113,9 +117,20 @@ class WebhookDispatcher:
                 t.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
-    def _delay(self, attempts: int) -> float:
-        step = min(self._settings.backoff_cap, self._settings.backoff_base * (2 ** min(attempts - 1, 30)))
-        return step / 2 + random.uniform(0, step / 2)
+    def _decide(self, exc: Exception, attempts: int) -> tuple[bool, float, str]:
+        """(final, delay, reason) for a failed attempt, from the recovery engine's pure planner."""
+        c = classify(exc, now=self._clock.wall())
+        base = DEFAULT_CLASS_POLICIES[c.error_class]
+        # Our own bounds: max_attempts per delivery, the configured first step; FAIL classes stay FAIL.
+        cp = base if base.action is Action.FAIL else ClassPolicy(
+            base.action, max_retries=self._settings.max_attempts - 1, delay=self._settings.backoff_base, factor=2.0)
+        step = min(self._settings.backoff_cap, cp.delay * (cp.factor ** min(attempts - 1, 30)))
+        backoff = step / 2 + random.uniform(0, step / 2)
+        decision = plan(c, cp, used=attempts - 1, now=self._clock.monotonic(), deadline_at=None,
+                        max_wait=3600.0, backoff=backoff, wait_extra=random.uniform(0, 0.5))
+        if isinstance(decision, Stop):
+            return True, backoff, decision.message
+        return False, decision.delay, c.reason
 
     async def _deliver(self, job: WebhookJob, sem: asyncio.Semaphore) -> None:
         attempts = job.attempts + 1
@@ -132,24 +147,19 @@ class WebhookDispatcher:
                 "X-Tether-Signature": sign(self._secret_for(job.session), body, ts),
             }
             assert self._client is not None
-            error, retry_after, permanent = None, None, False
             try:
                 resp = await self._client.post(job.url, content=body, headers=headers)
-                status = resp.status_code
-                if 200 <= status < 300:
+                if 200 <= resp.status_code < 300:
                     self._db.webhook_done(job.id, attempts)
                     self.delivered += 1
-                    self._emit(WebhookDelivered(job.session, job.message_id, job.url, status, attempts,
+                    self._emit(WebhookDelivered(job.session, job.message_id, job.url, resp.status_code, attempts,
                                                 at=self._clock.wall()))
                     return
-                c = classify_status(status, resp.headers, now=self._clock.wall())
-                error = f"HTTP {status}"
-                retry_after = c.retry_after
-                permanent = c.error_class in (ErrorClass.PERMANENT, ErrorClass.AUTH)
+                failure: Exception = httpx.HTTPStatusError(f"HTTP {resp.status_code}", request=resp.request,
+                                                           response=resp)
             except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            final = permanent or attempts >= self._settings.max_attempts
-            delay = max(retry_after or 0.0, self._delay(attempts))
+                failure = exc
+            final, delay, error = self._decide(failure, attempts)
             self._db.webhook_retry(job.id, attempts, self._clock.wall() + delay, error, dead=final)
             if final:
                 self.failed += 1
