@@ -2,7 +2,8 @@
 
 Files (each a RotatingFileHandler):
 
-* ``tether.log``: everything at ``level`` and above, from every ``tether.*`` logger;
+* ``tether.log``: everything at ``level`` and above, from every ``tether.*`` logger except the
+  periodic performance samples;
 * ``errors.log``: WARNING and above;
 * ``performance.log``: the ``tether.performance`` logger (periodic samples, reports);
 * ``alerts.log``: the ``tether.alerts`` logger (transitions, notifications, deliveries).
@@ -139,6 +140,8 @@ class LoggingSetup:
     handlers: list[logging.Handler] = field(default_factory=list)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("tether"))
     previous_level: int = logging.NOTSET
+    targets: list[logging.Logger] = field(default_factory=list)
+    perf_propagate: bool = True
 
     def path(self, name: str) -> Path:
         """The path of one log file (``"errors.log"``...)."""
@@ -151,11 +154,17 @@ class LoggingSetup:
 
     def close(self) -> None:
         """Detach and close the handlers (idempotent)."""
-        for h in self.handlers:
-            self.logger.removeHandler(h)
+        if not self.handlers:
+            return
+        for h, target in zip(self.handlers, self.targets):
+            target.removeHandler(h)
             h.close()
         self.handlers.clear()
+        self.targets.clear()
         self.logger.setLevel(self.previous_level)
+        perf = logging.getLogger(f"{self.logger.name}.performance")
+        perf.propagate = self.perf_propagate
+        perf.setLevel(logging.NOTSET)
 
 
 def setup_logging(data_dir: str | Path, *, fmt: Literal["human", "json"] = "human", max_bytes: int = 10 * 1024 * 1024,
@@ -191,6 +200,7 @@ def setup_logging(data_dir: str | Path, *, fmt: Literal["human", "json"] = "huma
         ("performance.log", logging.DEBUG, _OnlyLogger(f"{logger}.performance")),
         ("alerts.log", logging.DEBUG, _OnlyLogger(f"{logger}.alerts")),
     ]
+    perf = logging.getLogger(f"{logger}.performance")
     for name, hlevel, only in plan:
         h = logging.handlers.RotatingFileHandler(directory / name, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         h.setLevel(hlevel)
@@ -199,8 +209,14 @@ def setup_logging(data_dir: str | Path, *, fmt: Literal["human", "json"] = "huma
         h.addFilter(SessionFilter())
         h.addFilter(RedactFilter())
         h.setFormatter(formatter)
-        root.addHandler(h)
+        # Periodic samples would drown tether.log and the console: they live in performance.log only.
+        target = perf if name == "performance.log" else root
+        target.addHandler(h)
         setup.handlers.append(h)
+        setup.targets.append(target)
+    setup.perf_propagate = perf.propagate
+    perf.propagate = False
+    perf.setLevel(logging.INFO)
     root.setLevel(min(lvl, logging.INFO))
     return setup
 
