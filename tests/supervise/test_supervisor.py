@@ -313,3 +313,32 @@ async def test_missing_program_backs_off_and_exit_mode_returns_distinct_code(tmp
     assert code == 75
     assert [e.exit.code for e in rec.of(ChildExited)] == []  # never started: no ChildExited, no pid
     assert "cannot start" in (tmp_path / "out.log").read_text()
+
+
+async def test_cooldown_runs_on_the_injected_clock(tmp_path):
+    """Real children, fake time: a 5-minute cool-down passes when the FakeClock is advanced, not before."""
+    from tether.testing import FakeClock
+
+    clock = FakeClock()
+    cmd = (sys.executable, "-S", "-c", "raise SystemExit(2)")
+    cfg = config(tmp_path, cmd, backoff_initial=1, backoff_max=4, max_restarts=3, window=60, cooldown=300)
+    sup = Supervisor(cfg, clock=clock)
+    rec = Recorder(sup)
+    task = asyncio.create_task(sup.run())
+
+    async def drive_until(pred, step: float) -> None:
+        for _ in range(500):  # bounded: real exits arrive on their own, fake time moves by `step`
+            if pred():
+                return
+            await asyncio.sleep(0.02)
+            await clock.advance(step)
+        raise AssertionError(rec.events)
+
+    await drive_until(lambda: rec.of(BudgetExhausted), 0.5)
+    assert len(rec.of(ChildStarted)) == 4
+    started_at = clock.monotonic()
+    await drive_until(lambda: len(rec.of(ChildStarted)) == 5, 10.0)
+    assert clock.monotonic() - started_at >= 300  # it waited the cool-down, in fake time
+    sup.stop()
+    await drive_until(task.done, 0.5)
+    assert task.result() == 0
