@@ -26,7 +26,9 @@ from .._errors import (
     SessionNotFound,
     TetherError,
 )
+from .._decision import Action
 from .._state import State
+from ..recovery import DEFAULT_CLASS_POLICIES, classify
 from ._connector import CONNECTOR_OPTIONS, CONNECTOR_SECRETS, CONNECTORS, Connector, ConnectorContext, InboundMessage
 from ._db import ServiceDB, SessionRow
 from ._eventlog import EventLog
@@ -54,6 +56,21 @@ log = logging.getLogger("tether.service")
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SECRET_KEY_RE = re.compile(r"(token|secret|password|passwd|authorization|cookie|api[_-]?key|credential)", re.I)
 _URL_SECRET_RE = re.compile(r"(bot\d+:)[A-Za-z0-9_-]+|((?:token|key|secret|password)=)[^&\s]+|(//[^/:@\s]+:)[^@/\s]+@", re.I)
+
+
+def send_retry_delay(exc: BaseException, failures: int, now: float) -> float:
+    """How long a message waits after a failed send: the recovery engine's classification decides.
+
+    A server-mandated wait (Telegram 429 ``retry_after``, HTTP ``Retry-After``) is never shortened;
+    otherwise the class's backoff step grows with consecutive failures (capped at 60 s). The outbox
+    bounds the attempts (``outbox_max_attempts``), then dead-letters the message with the reason.
+    """
+    c = classify(exc, now=now)
+    cp = DEFAULT_CLASS_POLICIES[c.error_class]
+    step = min(60.0, max(0.5, cp.delay) * (max(cp.factor, 1.5) ** min(failures - 1, 20)))
+    if cp.action is Action.FAIL:
+        step = 60.0  # permanent: a retry will likely fail too; don't hammer, let the attempts run out
+    return max(step, c.retry_after or 0.0)
 
 
 class InvalidOptions(ConfigError):
@@ -461,7 +478,7 @@ class SessionManager:
                     s.send_failures += 1
                     reason = f"{type(exc).__name__}: {exc}"
                     not_connected = isinstance(exc, NotConnectedError)
-                    delay = 0.0 if not_connected else min(30.0, 0.5 * 2 ** min(failures, 10))
+                    delay = 0.0 if not_connected else send_retry_delay(exc, failures, self._clock.wall())
                     await outbox.nack([x.id for x in batch[i:]], delay, reason=reason)
                     self._emit(MessageSendFailed(s.id, m.id, reason, delay, at=self._clock.wall()))
                     if not not_connected:
