@@ -42,7 +42,7 @@ async def test_errors_endpoint_filters(api, clock: FakeClock) -> None:
     """GET /health/errors filters by severity, component, session, since/until and limit; bad input is 422."""
     client, _, tracker, *_ = api
     tracker.record(ValueError("one"), "low", "link", "s1")
-    clock._now += 100
+    await clock.advance(100)
     tracker.record(KeyError("two"), "high", "store", "s2")
     r = (await client.get("/health/errors", params={"severity": "high"})).json()
     assert [e["message"] for e in r["errors"]] == ["'two'"] and r["stats"]["total"] == 2
@@ -63,9 +63,9 @@ async def test_performance_report_endpoint(api, clock: FakeClock) -> None:
     """GET /api/reports/performance?window=1h returns the report; a bad window is a 422 naming it."""
     client, _, _, perf, *_ = api
     perf.observe_link_event("s1", ev.Connected(1))
-    clock._now += 10
+    await clock.advance(10)
     perf.observe_link_event("s1", ev.Disconnected(None, "reset"))
-    clock._now += 2
+    await clock.advance(2)
     perf.observe_link_event("s1", ev.Connected(1, downtime=2.0))
     r = (await client.get("/api/reports/performance", params={"window": "1h"})).json()
     assert r["window_s"] == 3600 and r["recovery"]["p50"] == 2.0

@@ -87,8 +87,16 @@ class Observer:
             self.tracker.record(event.cause, "medium", "link", session, {"code": event.code, "reason": event.reason})
 
     def observe_recovery_event(self, event: Any) -> None:
-        """Feed one recovery-engine event (anything with error_class/action, or a Decision)."""
+        """Feed one recovery-engine event (anything with error_class/action, or a Decision).
+
+        A call that stopped for good (an event carrying ``error``) is also recorded in the tracker.
+        """
         self.metrics.observe_recovery_event(event)
+        error = getattr(event, "error", None)
+        if isinstance(error, BaseException):
+            self.tracker.record(error, "high", "recovery", None, {
+                "key": getattr(event, "key", None), "error_class": str(getattr(event, "error_class", "")),
+                "attempts": getattr(event, "attempts", None)})
 
     def attach(self, session: str, link: Any) -> Callable[[], None]:
         """Subscribe to ``link.subscribe(cb)`` for ``session``; returns unsubscribe."""
