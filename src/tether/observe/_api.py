@@ -116,7 +116,6 @@ class RuleIn(BaseModel):
     def to_rule(self) -> AlertRule:
         """The engine's AlertRule."""
         data = self.model_dump(by_alias=False)
-        data["matchers"] = [m for m in data["matchers"]]
         data["actions"] = tuple(data["actions"])
         return AlertRule(**data)
 
