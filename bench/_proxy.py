@@ -4,7 +4,9 @@
 are read but held back, exactly what a peer behind a dead NAT entry or a pulled cable looks like from
 the client: nothing comes back, and nothing says so. New connections made while blackholed are
 accepted by the kernel but never reach the upstream. ``heal()`` releases everything held, in order, so
-a short partition does not corrupt the byte stream. ``reset_all()`` aborts every connection with a
+a short partition does not corrupt the byte stream; ``heal(drop=True)`` instead resets every
+connection that lived through the partition and discards what it held (a NAT or load balancer that
+lost its flow table: whatever was in flight is gone, and only an acknowledgement protocol notices). ``reset_all()`` aborts every connection with a
 TCP RST.
 """
 
@@ -124,8 +126,12 @@ class BlackholeProxy:
     def blackhole(self) -> None:
         self._open.clear()
 
-    def heal(self) -> None:
+    def heal(self, drop: bool = False) -> int:
+        """End the blackhole; with ``drop`` the connections that lived through it are reset and
+        what they held is discarded. Returns how many were dropped."""
+        dropped = self.reset_all() if drop and self.blackholed else 0
         self._open.set()
+        return dropped
 
     def reset_all(self) -> int:
         """Abort every proxied connection with a TCP RST on both sides; returns how many."""

@@ -9,7 +9,8 @@ file *before* acking it, and de-duplicates by message id the way an idempotent r
 re-reads the log after a restart), so its log is the ground truth of what was delivered.
 
 Faults, one at a time at random (seeded) moments: upstream SIGKILL and restart, blackhole (nothing
-forwarded, nothing closed), TCP resets, close 1013 with "retry after 1" plus 503 Retry-After
+forwarded, nothing closed; half of them end with the old flows reset and their bytes in flight
+dropped), TCP resets, close 1013 with "retry after 1" plus 503 Retry-After
 rejections, and the token turning invalid (401 on handshakes, 4401 on open connections) then valid
 again (the session owner calls ``link.reconnect()``, as an application does after refreshing a
 token).
@@ -36,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
 import json
 import os
 import random
@@ -147,6 +149,8 @@ class DirectFleet:
         self.outbox: Any = None
         self._rearm: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.durable = durable_link_available()
+        self._readers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         api = tether_api()
@@ -157,6 +161,7 @@ class DirectFleet:
         self.outbox = Outbox(str(self.outbox_path), synchronous="NORMAL", max_attempts=None)
         await self.outbox.open()
         admission = api.Admission(rate=200, burst=20)
+        durable: dict[str, Any] = {"outbox": self.outbox, "ack": api.JsonAck()} if self.durable else {}
         for name in self.names:
             link = api.connect(
                 f"{self.url}s/{name}",
@@ -166,15 +171,21 @@ class DirectFleet:
                 stable_after=2.0,
                 backoff=tether.Backoff(base=0.1, factor=2.0, cap=2.0),
                 admission=admission,
-                outbox=self.outbox,
-                session=name,
-                ack=api.JsonAck(),
+                session=name if self.durable else None,
                 name=name,
+                **durable,
             )
             link.subscribe(self._watch(link))
             self.links.append(link)
         for link in self.links:
             await link.start()
+            if not self.durable:
+                # without durable mode the acks reach recv(); an application reads them
+                self._readers.add(asyncio.create_task(self._read(link)))
+
+    async def _read(self, link: Any) -> None:
+        for _ in range(100_000_000):
+            await link.recv()
 
     def _watch(self, link: Any) -> Any:
         from tether import events
@@ -194,10 +205,15 @@ class DirectFleet:
             with contextlib.suppress(Exception):
                 await link.reconnect()
 
-    async def send(self, i: int, payload: str) -> None:
-        await self.links[i].send(payload)
+    async def send(self, i: int, name: str, k: int) -> None:
+        body: dict[str, Any] = {"s": name, "n": k}
+        if not self.durable:
+            body["id"] = f"{name}:{k}"  # durable mode stamps the outbox id instead
+        await self.links[i].send(json.dumps(body))
 
     async def undelivered(self) -> int:
+        if not self.durable:
+            return sum(link.stats.buffered for link in self.links)
         return int(await self.outbox.depth())
 
     async def dead_letters(self) -> int:
@@ -208,12 +224,21 @@ class DirectFleet:
 
     async def close(self) -> None:
         self.closing = True
-        for t in list(self._rearm):
+        for t in [*self._rearm, *self._readers]:
             t.cancel()
-        await asyncio.gather(*self._rearm, return_exceptions=True)
+        await asyncio.gather(*self._rearm, *self._readers, return_exceptions=True)
         await asyncio.gather(*(asyncio.wait_for(link.close(), 15) for link in self.links), return_exceptions=True)
         if self.outbox is not None:
             await self.outbox.close()
+
+
+def durable_link_available() -> bool:
+    """Durable mode (``outbox=``, ``session=``, ``ack=``) needs ``tether.link._durable``."""
+    try:
+        importlib.import_module("tether.link._durable")
+    except ImportError:
+        return False
+    return True
 
 
 def _slope(samples: list[tuple[float, float]]) -> float:
@@ -264,9 +289,8 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
         for _ in range(int(seconds * rate) + 10):
             if stop_producing.is_set():
                 return
-            payload = json.dumps({"s": name, "n": k})
             try:
-                await asyncio.wait_for(fleet.send(i, payload), 10)
+                await asyncio.wait_for(fleet.send(i, name, k), 10)
                 produced[i].add(k)
                 k += 1
             except Exception:  # noqa: BLE001 - not accepted: the same number is tried again next tick
@@ -291,7 +315,8 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
             elif kind == "blackhole":
                 proxy.blackhole()
                 await asyncio.sleep(1.0 + rng.random() * 2.0)
-                proxy.heal()
+                # half the partitions end with the old flows gone and their bytes in flight lost
+                proxy.heal(drop=rng.random() < 0.5)
             elif kind == "reset":
                 proxy.reset_all()
             elif kind == "close_1013":
