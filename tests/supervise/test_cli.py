@@ -155,8 +155,8 @@ def test_emit_systemd_from_toml_with_cli_override(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--memory-soft", "lots", "--", "x"], "memory_soft"),
-        (["--restart", "sometimes", "--", "x"], "restart"),
+        (["--memory-soft", "lots", "--", "x"], "--memory-soft (memory_soft in TOML): expected a size"),
+        (["--restart", "sometimes", "--", "x"], "--restart (restart in TOML): expected one of always"),
         (["--emit-systemd"], "nothing to run"),
         (["--config", "missing.toml", "--", "x"], "missing.toml"),
     ],

@@ -54,6 +54,14 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+def _cli_message(message: str) -> str:
+    """Name the option both ways: ``--memory-soft (memory_soft in TOML): expected ...``."""
+    head, sep, rest = message.partition(":")
+    if sep and head in SupervisorConfig.option_names():
+        return f"--{head.replace('_', '-')} ({head} in TOML):{rest}"
+    return message
+
+
 def _fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
     d, rem = divmod(seconds, 86400)
@@ -195,7 +203,7 @@ def supervise(
         source = f"[supervise] of {str(config)!r}" if config is not None else "options"
         cfg = SupervisorConfig.from_mapping(toml, cli, source=source)
     except ConfigError as exc:
-        _fail(str(exc), 2)
+        _fail(_cli_message(str(exc)), 2)
     if emit_systemd:
         from ._systemd import systemd_unit
 

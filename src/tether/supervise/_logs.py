@@ -83,17 +83,25 @@ class LogSink:
 
     def write(self, label: str, stream: str, text: str) -> None:
         """Write one line (``text`` without its newline) with a timestamp and labels."""
-        line = f"{_stamp(self._wall())} [{label}] {stream} | {text}\n".encode("utf-8", "replace")
+        self.write_lines(label, stream, [text])
+
+    def write_lines(self, label: str, stream: str, texts: list[str]) -> None:
+        """Write several lines with one timestamp and one flush (a pipe chunk at a time)."""
+        if not texts:
+            return
+        prefix = f"{_stamp(self._wall())} [{label}] {stream} | "
+        lines = [f"{prefix}{t}\n".encode("utf-8", "replace") for t in texts]
         with self._lock:
             if self._file is not None:
-                if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
-                    self._rotate()
-                self._file.write(line)
+                for line in lines:
+                    if self.max_bytes and self._size and self._size + len(line) > self.max_bytes:
+                        self._rotate()
+                    self._file.write(line)
+                    self._size += len(line)
                 self._file.flush()
-                self._size += len(line)
             else:
                 out = self._stream or sys.stdout.buffer
-                out.write(line)
+                out.write(b"".join(lines))
                 out.flush()
 
     def close(self) -> None:
@@ -116,13 +124,12 @@ async def pump(reader: asyncio.StreamReader, sink: LogSink, label: str, stream: 
             break
         buf += chunk
         *complete, buf = buf.split(b"\n")
-        for raw in complete:
-            sink.write(label, stream, raw.rstrip(b"\r").decode("utf-8", "replace"))
-            lines += 1
+        texts = [raw.rstrip(b"\r").decode("utf-8", "replace") for raw in complete]
         while len(buf) > _MAX_LINE:
-            sink.write(label, stream, buf[:_MAX_LINE].decode("utf-8", "replace"))
+            texts.append(buf[:_MAX_LINE].decode("utf-8", "replace"))
             buf = buf[_MAX_LINE:]
-            lines += 1
+        sink.write_lines(label, stream, texts)
+        lines += len(texts)
     if buf:
         sink.write(label, stream, buf.decode("utf-8", "replace"))
         lines += 1
