@@ -342,3 +342,19 @@ async def test_cooldown_runs_on_the_injected_clock(tmp_path):
     sup.stop()
     await drive_until(task.done, 0.5)
     assert task.result() == 0
+
+
+async def test_without_log_file_output_goes_to_own_streams_and_policy_never_passes_code(tmp_path, capsys):
+    """No --log-file: timestamped lines on the supervisor's stdout/stderr; restart=never returns the child's code."""
+    cmd = script(tmp_path, "once", """
+        import sys
+        print("hello")
+        print("oops", file=sys.stderr)
+        sys.exit(4)
+    """)
+    cfg = config(tmp_path, cmd, log_file=None, restart="never")
+    code = await asyncio.wait_for(Supervisor(cfg).run(), TIMEOUT)
+    assert code == 4
+    out, err = capsys.readouterr()
+    assert "out | hello" in out and "not restarting: restart policy 'never'" in out
+    assert "err | oops" in err and "oops" not in out

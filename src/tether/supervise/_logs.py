@@ -33,7 +33,8 @@ class LogSink:
 
     Args:
         path: the log file (parent directories are created); None writes to ``stream``.
-        stream: a binary stream used when ``path`` is None.
+        stream: used when ``path`` is None: a binary stream, or ``"stdout"`` / ``"stderr"`` (looked
+            up on :mod:`sys` at each write, so redirection such as pytest's capture is honoured).
         max_bytes: rotate when the file would grow past this (0: never).
         backups: how many rotated files to keep (``file.1`` is the newest).
         wall: source of timestamps.
@@ -43,7 +44,7 @@ class LogSink:
         self,
         path: Path | None,
         *,
-        stream: BinaryIO | None = None,
+        stream: BinaryIO | str = "stdout",
         max_bytes: int = 10 * 1024 * 1024,
         backups: int = 5,
         wall: Callable[[], float],
@@ -100,9 +101,17 @@ class LogSink:
                     self._size += len(line)
                 self._file.flush()
             else:
-                out = self._stream or sys.stdout.buffer
-                out.write(b"".join(lines))
-                out.flush()
+                out = getattr(sys, self._stream) if isinstance(self._stream, str) else self._stream
+                data = b"".join(lines)
+                if hasattr(out, "buffer"):
+                    out.buffer.write(data)
+                    out.buffer.flush()
+                elif isinstance(self._stream, str):  # a text stream without a buffer
+                    out.write(data.decode("utf-8", "replace"))
+                    out.flush()
+                else:
+                    out.write(data)
+                    out.flush()
 
     def close(self) -> None:
         with self._lock:

@@ -7,7 +7,6 @@ import contextlib
 import os
 import random
 import signal
-import sys
 from typing import Any, Callable
 
 from .._backoff import Backoff
@@ -124,12 +123,12 @@ class Supervisor:
         refuse_if_running(cfg.state_file)
         self._stopping = asyncio.Event()
         self._started_wall = self._clock.wall()
-        self._out = LogSink(cfg.log_file, stream=sys.stdout.buffer, max_bytes=cfg.log_max_bytes,
+        self._out = LogSink(cfg.log_file, stream="stdout", max_bytes=cfg.log_max_bytes,
                             backups=cfg.log_backups, wall=self._clock.wall)
         if cfg.error_file is not None and cfg.error_file == cfg.log_file:
             self._err = self._out
         else:
-            self._err = LogSink(cfg.error_file, stream=sys.stderr.buffer, max_bytes=cfg.log_max_bytes,
+            self._err = LogSink(cfg.error_file, stream="stderr", max_bytes=cfg.log_max_bytes,
                                 backups=cfg.log_backups, wall=self._clock.wall)
         loop = asyncio.get_running_loop()
         installed: list[int] = []
