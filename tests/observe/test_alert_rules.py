@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether import ConfigError
-from tether.observe import AlertEngine, AlertRule
+from tether.observe import AlertEngine, AlertManager, AlertRule
 from tether.testing import FakeClock
 
 from .conftest import Recorder, Source, down_rule
@@ -184,3 +184,21 @@ def test_rule_round_trips_through_dict() -> None:
     data = rule.to_dict()
     assert data["for"] == 120 and "for_" not in data
     assert AlertRule.from_dict(data) == rule
+
+
+async def test_rules_and_silences_survive_a_restart(tmp_path, clock: FakeClock, source: Source) -> None:
+    """With state_path, API-made rules and live silences are reloaded by the next manager; expired ones are not."""
+    path = tmp_path / "alerts.json"
+    first = AlertManager(source, rules=[down_rule()], clock=clock, state_path=path)
+    first.add_rule(AlertRule("Lag", "tether_event_loop_lag_seconds", ">", 0.5, for_=60))
+    first.remove_rule("SessionDown")
+    keep = first.add_silence([{"name": "session", "value": "s1"}], duration=3600, comment="maintenance")
+    first.add_silence([{"name": "session", "value": "s2"}], duration=10)
+    await clock.advance(20)
+    second = AlertManager(source, rules=[down_rule()], clock=clock, state_path=path)
+    assert [r.name for r in second.rules] == ["Lag"] and second.rules[0].for_ == 60
+    assert [s.id for s in second.engine.silences()] == [keep.id]
+    assert second.add_silence([{"name": "a", "value": "b"}], duration=5).id != keep.id
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="alerts.json"):
+        AlertManager(source, clock=clock, state_path=path)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any, Iterable
 
 from .._clock import SYSTEM_CLOCK, Clock
@@ -39,14 +42,21 @@ class AlertManager:
         interval: seconds between evaluations.
         tracker: failed deliveries are recorded here too.
         delivery_timeout: seconds one delivery may take before it is cancelled and counted failed.
+        state_path: a JSON file keeping rules and silences across restarts. When it exists, its
+            rules replace ``rules``; every change through this manager rewrites it atomically.
     """
 
     def __init__(self, source: SampleSource, *, rules: Iterable[AlertRule] | None = None,
                  actions: Iterable[AlertAction] = (), clock: Clock | None = None, interval: float = 15.0,
-                 tracker: ErrorTracker | None = None, delivery_timeout: float = 120.0, history: int = 1000) -> None:
+                 tracker: ErrorTracker | None = None, delivery_timeout: float = 120.0, history: int = 1000,
+                 state_path: str | Path | None = None) -> None:
         if not interval > 0:
             raise ConfigError(f"AlertManager interval must be > 0 seconds, got {interval!r}")
         self.source = source
+        self.state_path = Path(state_path) if state_path is not None else None
+        saved = self._load()
+        if saved is not None:
+            rules = saved[0]
         self.engine = AlertEngine(default_rules() if rules is None else rules, history=history)
         self.actions: dict[str, AlertAction] = {}
         self._defaults: set[str] = set()
@@ -61,6 +71,36 @@ class AlertManager:
         self._pending: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._seen_history = 0
+        if saved is not None:
+            for sil in saved[1]:
+                if sil.ends_at > self.clock.wall():
+                    self.engine.add_silence(sil.matchers, starts_at=sil.starts_at, ends_at=sil.ends_at,
+                                            created_by=sil.created_by, comment=sil.comment, id=sil.id)
+
+    def _load(self) -> tuple[list[AlertRule], list[Silence]] | None:
+        if self.state_path is None or not self.state_path.exists():
+            return None
+        try:
+            data = json.loads(self.state_path.read_text())
+            rules = [AlertRule.from_dict(r) for r in data.get("rules", [])]
+            silences = [Silence(s["id"], s["matchers"], float(s["starts_at"]), float(s["ends_at"]),
+                                s.get("created_by", ""), s.get("comment", "")) for s in data.get("silences", [])]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot read alert state {self.state_path}: {exc}; fix or delete the file") from None
+        return rules, silences
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        data = {"rules": [r.to_dict() for r in self.engine.rules],
+                "silences": [s.to_dict() for s in self.engine.silences(self.clock.wall())]}
+        tmp = self.state_path.with_suffix(".tmp")
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.state_path)  # atomic: a crash leaves the old file or the new one
+        except OSError as exc:
+            _log.error("cannot save alert state to %s: %s", self.state_path, exc)
 
     # ---- configuration -----------------------------------------------------------------------
     def add_action(self, action: AlertAction, *, default: bool | None = None) -> None:
@@ -78,10 +118,14 @@ class AlertManager:
     def add_rule(self, rule: AlertRule, *, replace: bool = True) -> None:
         """Add or replace a rule (see :meth:`AlertEngine.add_rule`)."""
         self.engine.add_rule(rule, replace=replace)
+        self._save()
 
     def remove_rule(self, name: str) -> bool:
         """Remove a rule; False when there was none."""
-        return self.engine.remove_rule(name)
+        removed = self.engine.remove_rule(name)
+        if removed:
+            self._save()
+        return removed
 
     @property
     def rules(self) -> list[AlertRule]:
@@ -98,7 +142,16 @@ class AlertManager:
             ends_at = start + float(duration)
         s = self.engine.add_silence(matchers, starts_at=start, ends_at=ends_at, created_by=created_by, comment=comment)
         _log.info("silence %s added until %s: %s", s.id, ends_at, redact(s.to_dict()["matchers"]))
+        self._save()
         return s
+
+    def remove_silence(self, silence_id: str) -> bool:
+        """Expire a silence now; False when there was none."""
+        removed = self.engine.remove_silence(silence_id)
+        if removed:
+            _log.info("silence %s removed", silence_id)
+            self._save()
+        return removed
 
     def alerts(self) -> list[Alert]:
         """Current pending, firing and resolved alerts."""

@@ -258,7 +258,7 @@ def build_router(*, metrics: Metrics | None = None, tracker: ErrorTracker | None
     async def delete_silence(silence_id: str) -> JSONResponse:
         if alerts is None:
             raise missing("alerting")
-        if not alerts.engine.remove_silence(silence_id):
+        if not alerts.remove_silence(silence_id):
             raise _error(404, f"no silence with id {silence_id!r}")
         return _json({"deleted": silence_id})
 

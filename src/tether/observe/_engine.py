@@ -161,6 +161,8 @@ class AlertEngine:
                     comment: str = "", id: str | None = None) -> Silence:
         """Add a silence and return it (raises ConfigError on bad matchers or times)."""
         sid = id or f"s{next(self._silence_ids)}"
+        while id is None and sid in self._silences:
+            sid = f"s{next(self._silence_ids)}"
         s = Silence(sid, matchers, float(starts_at), float(ends_at), created_by, comment)
         self._silences[sid] = s
         return s

@@ -35,7 +35,8 @@ class Observer:
     """Everything tether.observe does, for one service instance.
 
     Args:
-        data_dir: logs go to ``<data_dir>/logs/``, the error database to ``<data_dir>/errors.db``.
+        data_dir: logs go to ``<data_dir>/logs/``, the error database to ``<data_dir>/errors.db``,
+            alert rules and silences changed at run time to ``<data_dir>/alerts.json``.
         clock: the service clock.
         rules: alert rules (None: :func:`default_rules`).
         actions: alert actions (webhook, email, Telegram...).
@@ -70,7 +71,8 @@ class Observer:
                                        lag=lambda: self.metrics.lag_sampler.lag, process=process_metrics)
         self._collectors: list[Callable[[], Any]] = []
         self.alerts = AlertManager(self._samples, rules=rules, actions=actions, clock=self.clock,
-                                   interval=alert_interval, tracker=self.tracker)
+                                   interval=alert_interval, tracker=self.tracker,
+                                   state_path=self.data_dir / "alerts.json")
         if restart is not None:
             self.alerts.add_action(RestartAction(restart))
         self._started = False
