@@ -343,26 +343,41 @@ async def test_normal_synchronous_works_and_is_shared_per_file(tmp_path):
         await box.close()
 
 
-async def test_event_loop_is_never_blocked_by_sqlite(tmp_path):
-    """While a burst of puts commits, the event loop keeps ticking (SQLite runs on the writer thread)."""
-    box = Outbox(tmp_path / "o.db")
+async def test_event_loop_runs_while_the_writer_waits_on_a_lock(tmp_path):
+    """A put stuck behind another process's lock does not block the event loop, and lands after."""
+    import sqlite3
+
+    path = tmp_path / "o.db"
+    box = Outbox(path, busy_timeout=10)
+    await box.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    put = asyncio.ensure_future(box.put("s", "x"))
     ticks = 0
-    stop = False
-
-    async def ticker():
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    t = asyncio.ensure_future(ticker())
     try:
-        await asyncio.gather(*(box.put("s", "x" * 100) for _ in range(2000)))
-        assert ticks > 1
-        assert box._db.batches < 2000  # group commit: many puts per transaction
+        for _ in range(20):  # ~0.1 s of loop activity while the writer thread is blocked in SQLite
+            await asyncio.sleep(0.005)
+            ticks += 1
+        assert not put.done()
     finally:
-        stop = True
-        await t
+        other.execute("ROLLBACK")
+        other.close()
+    try:
+        mid = await asyncio.wait_for(put, 10)
+        assert ticks == 20
+        assert [m.id for m in await box.messages("s")] == [mid]
+    finally:
+        await box.close()
+
+
+async def test_group_commit_puts_many_ops_in_one_transaction(tmp_path):
+    """Concurrent puts share transactions (far fewer commits than puts) and keep call order."""
+    box = Outbox(tmp_path / "o.db")
+    try:
+        ids = await asyncio.gather(*(box.put("s", str(i)) for i in range(2000)))
+        assert box._db.batches < 200
+        assert [m.payload for m in await box.messages("s", limit=5000)] == [str(i) for i in range(2000)]
+    finally:
         await box.close()
 
 

@@ -10,7 +10,8 @@ Why a thread and stdlib ``sqlite3`` rather than aiosqlite: aiosqlite also runs o
 connection, but commits per call, so group commit would still have to be built on top, with an
 extra hop per statement. Owning the thread lets a batch be a transaction, and costs no dependency.
 
-Operation contract: an op is ``fn(conn, state, *args)`` run on the writer thread. An op that
+Operation contract: an op is ``fn(conn, state, *args)`` run on the writer thread. It may carry a
+bulk form ``fn.many(conn, state, [args, ...]) -> [(ok, value), ...]`` used for runs of it in a batch. An op that
 refuses (raises a :class:`~tether.TetherError`) must do so before it writes anything; any other
 exception rolls the whole batch back and the batch's ops are retried one transaction each, so one
 bad op cannot fail its neighbours. ``state`` is a per-database dict of caches owned by the ops; it
@@ -256,11 +257,24 @@ class Database:
                 self.state.clear()
                 self._data_version = dv
             conn.execute("BEGIN IMMEDIATE")
-            for fn, args, fut, loop in batch:
-                try:
-                    results.append((fut, loop, True, fn(conn, self.state, *args)))
-                except TetherError as e:  # a clean refusal: the op wrote nothing
-                    results.append((fut, loop, False, e))
+            i, size = 0, len(batch)
+            while i < size:
+                fn, args, fut, loop = batch[i]
+                many = getattr(fn, "many", None)
+                if many is None:
+                    try:
+                        results.append((fut, loop, True, fn(conn, self.state, *args)))
+                    except TetherError as e:  # a clean refusal: the op wrote nothing
+                        results.append((fut, loop, False, e))
+                    i += 1
+                    continue
+                # A run of the same op with a bulk form (e.g. puts): one executemany for all.
+                j = i + 1
+                while j < size and batch[j][0] is fn:
+                    j += 1
+                outs = many(conn, self.state, [op[1] for op in batch[i:j]])
+                results.extend((op[2], op[3], ok, value) for op, (ok, value) in zip(batch[i:j], outs))
+                i = j
             conn.execute("COMMIT")
         except Exception as e:  # noqa: BLE001 - translated below, never leaks raw
             self._rollback(conn)

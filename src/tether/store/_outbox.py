@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any, Iterable
 
 from .._clock import Clock, SYSTEM_CLOCK
-from .._errors import ConfigError, OutboxFull
+from .._errors import ConfigError, OutboxFull, StoreError, TetherError
 from . import _db
 from ._types import STATUSES, DeadLetter, OutboxMessage
 
@@ -121,6 +121,44 @@ def _put(conn: sqlite3.Connection, state: dict[str, Any], session: str, payload:
         _bury(conn, state, seq, f"rejected: outbox full (max_messages={max_messages}, "
               f"on_full='reject_new')", now)
     return str(seq)
+
+
+_INSERT = ("INSERT INTO outbox(session, payload, key, status, attempts, created_at, expires_at, "
+           "available_at) VALUES (?, ?, NULL, 'pending', 0, ?, ?, 0)")
+
+
+def _put_many(conn: sqlite3.Connection, state: dict[str, Any], arglist: list[tuple[Any, ...]]
+              ) -> list[tuple[bool, Any]]:
+    """Bulk form of _put: plain puts (no key, no limit) go in with one executemany."""
+    out: list[tuple[bool, Any]] = []
+    plain: list[tuple[Any, ...]] = []
+
+    def flush() -> None:
+        if not plain:
+            return
+        conn.executemany(_INSERT, [(a[0], a[1], a[3], a[4]) for a in plain])
+        # One writer inside one transaction: AUTOINCREMENT hands out consecutive seqs.
+        last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first = last - len(plain) + 1
+        out.extend((True, str(first + k)) for k in range(len(plain)))
+        if "open" in state:
+            state["open"] += len(plain)
+        plain.clear()
+
+    for args in arglist:
+        if args[2] is None and args[5] is None:
+            plain.append(args)
+            continue
+        flush()
+        try:
+            out.append((True, _put(conn, state, *args)))
+        except TetherError as e:  # a clean refusal (OutboxFull): wrote nothing
+            out.append((False, e))
+    flush()
+    return out
+
+
+_put.many = _put_many  # type: ignore[attr-defined]
 
 
 def _message(row: tuple[Any, ...], now: float, status: str | None = None) -> OutboxMessage:
@@ -511,8 +549,6 @@ class Outbox:
 
 
 def _closed_error(path: str) -> Exception:
-    from .._errors import StoreError
-
     return StoreError(f"store {path} is closed; create a new one to use the file again")
 
 
