@@ -8,6 +8,7 @@ brings back exactly what was running and never resurrects a logged-out session.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -82,20 +83,29 @@ class InvalidOptions(ConfigError):
 
 
 def _mask_str(value: str) -> str:
+    if "=" not in value and "@" not in value and "bot" not in value:
+        return value  # fast path: nothing that could carry a credential
     return _URL_SECRET_RE.sub(lambda m: (m.group(1) or m.group(2) or m.group(3) or "") + "***" + ("@" if m.group(3) else ""), value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY_RE.search(key) is not None
 
 
 def mask_secrets(value: Any, secret_names: tuple[str, ...] = ()) -> Any:
     """A copy of ``value`` with credentials replaced by ``"***"`` (by key name, and inside URLs)."""
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if v is not None and (k in secret_names or _SECRET_KEY_RE.search(str(k))) and not isinstance(v, (Mapping, bool)):
+            if v is None or type(v) in (int, float, bool):
+                out[k] = v
+            elif (k in secret_names or _secret_key(str(k))) and not isinstance(v, (dict, bool)):
                 out[k] = "***"
             else:
                 out[k] = mask_secrets(v)
         return out
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [mask_secrets(v) for v in value]
     if isinstance(value, str):
         return _mask_str(value)
@@ -461,11 +471,11 @@ class SessionManager:
         outbox = self._stores.outbox
         while not s.stopping:
             if conn.state is not State.CONNECTED:
-                await self._idle(s, 1.0)
+                await self._idle(s, 5.0)
                 continue
             batch = await outbox.lease(s.id, cfg.send_batch, lease_for=30.0 + cfg.send_timeout * cfg.send_batch)
             if not batch:
-                await self._idle(s, 1.0)
+                await self._idle(s, 5.0)
                 continue
             for i, m in enumerate(batch):
                 if s.stopping:  # shutdown: give the rest back at once, in order
