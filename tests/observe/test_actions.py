@@ -139,3 +139,19 @@ async def test_failed_delivery_is_recorded_not_raised(tmp_path, clock: FakeClock
     assert [(d["action"], d["ok"]) for d in m.deliveries] == [("broken", False)]
     assert tracker.query(component="alerts")[0].error_class == "DeliveryError"
     tracker.close()
+
+
+async def test_telegram_against_fake_bot_api_honours_flood_wait_and_revocation() -> None:
+    """Through tether.testing.FakeBotAPI: a 429 is retried after its retry_after; a revoked token fails cleanly."""
+    from tether.testing import FakeBotAPI
+
+    async with FakeBotAPI() as api:
+        action = TelegramAction(api.token, 42, api_base=api.url, backoff=FAST, attempts=3)
+        api.fail_next(1, status=429, retry_after=0.05)
+        await action.send(note())
+        await api.wait_for_sent(1)
+        assert api.sent[0]["chat"]["id"] == 42 and "SessionDown" in api.sent[0]["text"]
+        api.revoke(api.token)
+        with pytest.raises(DeliveryError, match="401") as err:
+            await action.send(note())
+        assert api.token not in str(err.value) and api.token.split(":")[1] not in str(err.value)

@@ -60,12 +60,21 @@ async def _post_with_retry(
             last = f"HTTP {resp.status_code}"
             if resp.status_code != 429 and resp.status_code < 500:
                 raise DeliveryError(redact(f"{what} refused the notification: {last} {resp.text[:200]}"), action=what)
-            wait = parse_retry_after(resp.headers.get("retry-after"), now=clock.wall())
+            wait = parse_retry_after(resp.headers.get("retry-after"), now=clock.wall()) or _body_retry_after(resp)
         if attempt == attempts:
             break
         delay = next(backoff, backoff.cap)
         await clock.sleep(max(delay, min(wait or 0.0, 300.0)))  # never sooner than the server asked
     raise DeliveryError(redact(f"{what} failed after {attempts} attempts: {last}"), action=what)
+
+
+def _body_retry_after(resp: httpx.Response) -> float | None:
+    """Telegram names its flood wait in the body: ``{"parameters": {"retry_after": 3}}``."""
+    try:
+        value = resp.json().get("parameters", {}).get("retry_after")
+        return float(value) if value is not None else None
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 class WebhookAction:

@@ -231,7 +231,10 @@ class AlertManager:
 
     async def _run(self) -> None:
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except Exception:  # noqa: BLE001 - a bug in one evaluation must not end alerting for good
+                _log.exception("alert evaluation failed")
             await self.clock.sleep(self.interval)
 
     async def close(self, timeout: float = 5.0) -> None:
