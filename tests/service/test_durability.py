@@ -86,3 +86,28 @@ async def test_durable_send_survives_sigkill_and_is_delivered_once(tmp_path: Pat
                 proc.kill()
                 proc.wait(10)
             await upstream.stop()
+
+
+async def test_second_signal_forces_exit(tmp_path: Path) -> None:
+    """While a graceful shutdown waits for an in-flight request, a second SIGTERM exits at once (130)."""
+    port = free_port()
+    proc = spawn(tmp_path, port)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10) as c:
+        try:
+            await wait_up(c, proc)
+            # an in-flight request: headers promise a body that never finishes arriving
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /api/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"kind\":")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            assert proc.poll() is None  # still draining the in-flight request
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 10) == 130
+            writer.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
