@@ -49,7 +49,8 @@ class Alert:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
-            "rule": self.rule, "labels": dict(self.labels), "state": self.state, "value": self.value,
+            "rule": self.rule, "severity": self.labels.get("severity", ""), "labels": dict(self.labels),
+            "state": self.state, "value": self.value,
             "summary": self.summary, "active_since": self.active_since, "fired_at": self.fired_at,
             "resolved_at": self.resolved_at, "silenced": self.silenced,
         }
