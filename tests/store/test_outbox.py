@@ -395,3 +395,40 @@ async def test_release_leases_after_restart(tmp_path, clock):
         assert [(m.id, m.attempts) for m in got] == [(i, 0) for i in ids]
     finally:
         await box.close()
+
+
+async def test_requeue_dead_letter_takes_its_place_again(tmp_path, clock):
+    """requeue() brings a dead letter back with its id, attempts reset, ahead of later messages."""
+    box = Outbox(tmp_path / "o.db", clock=clock, max_attempts=1)
+    try:
+        bad = await box.put("s", "bad", ttl=5)
+        (m,) = await box.lease("s", 1)
+        await box.nack([m.id], reason="500")
+        later = await box.put("s", "later")
+        assert [d.id for d in await box.dead_letters()] == [bad]
+        assert await box.requeue([bad, "12345"]) == 1
+        assert await box.dead_letters() == []
+        got = await box.lease("s", 5)
+        assert [(x.id, x.attempts, x.expires_at) for x in got] == [(bad, 0, None), (later, 0, None)]
+    finally:
+        await box.close()
+
+
+async def test_expired_message_with_nack_delay_is_swept(outbox, clock):
+    """A nacked message waiting out its delay still expires when its ttl passes."""
+    await outbox.put("s", "x", ttl=5)
+    (m,) = await outbox.lease("s", 1)
+    await outbox.nack([m.id], delay=100)
+    await clock.advance(6)
+    assert await outbox.sweep() == 1
+    assert [d.reason for d in await outbox.dead_letters()] == ["expired"]
+
+
+async def test_running_lease_is_not_expired(outbox, clock):
+    """A message out on a running lease is not dead-lettered by ttl; its ack still counts."""
+    mid = await outbox.put("s", "x", ttl=5)
+    await outbox.lease("s", 1, lease_for=30)
+    await clock.advance(6)
+    assert await outbox.sweep() == 0
+    await outbox.ack([mid])
+    assert [m.status for m in await outbox.messages("s")] == ["delivered"]

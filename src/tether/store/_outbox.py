@@ -183,13 +183,13 @@ def _lease(conn: sqlite3.Connection, state: dict[str, Any], session: str, n: int
         for row in rows:
             seq, _, _, _, status, attempts, _, expires, available, _ = row
             after = seq
+            if expires is not None and expires <= now and (status == "pending" or available <= now):
+                _bury(conn, state, seq, "expired", now)  # a running lease wins: it may be acked
+                continue
             if available > now:  # leased and the lease runs, or nacked with a delay still running
                 if ordered:
                     done = True  # head-of-line: nothing later may overtake it
                     break
-                continue
-            if expires is not None and expires <= now:
-                _bury(conn, state, seq, "expired", now)
                 continue
             if status == "leased":  # its lease ran out without ack or nack: a failed attempt
                 attempts += 1
@@ -248,9 +248,25 @@ def _release(conn: sqlite3.Connection, state: dict[str, Any], session: str | Non
                         f"WHERE status = 'leased'{where}", args).rowcount
 
 
+def _requeue(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int]) -> int:
+    count = 0
+    for seq in seqs:
+        # Same seq as before: the message takes its original place (the head of its session).
+        cur = conn.execute(
+            "INSERT INTO outbox(seq, session, payload, key, status, attempts, created_at, expires_at, "
+            "available_at) SELECT seq, session, payload, key, 'pending', 0, created_at, NULL, 0 "
+            "FROM dead_letters WHERE seq = ?", (seq,))
+        if cur.rowcount:
+            conn.execute("DELETE FROM dead_letters WHERE seq = ?", (seq,))
+            count += 1
+            if "open" in state:
+                state["open"] += 1
+    return count
+
+
 def _sweep(conn: sqlite3.Connection, state: dict[str, Any], now: float, retention: float) -> int:
     rows = conn.execute(f"SELECT seq FROM outbox WHERE expires_at IS NOT NULL AND expires_at <= ? "
-                        f"AND {_OPEN} AND available_at <= ?", (now, now)).fetchall()
+                        f"AND (status = 'pending' OR available_at <= ?)", (now, now)).fetchall()
     for (seq,) in rows:
         _bury(conn, state, seq, "expired", now)
     cutoff = now - retention
@@ -532,6 +548,16 @@ class Outbox:
         if session is not None:
             check_session(session)
         return await self._run(_release, session)
+
+    async def requeue(self, ids: Iterable[str]) -> int:
+        """Move dead letters back to the outbox for another round of attempts (attempts reset, no ttl).
+
+        A requeued message keeps its id and its original place in its session's order, so with
+        ``ordered=True`` it goes out before the messages that were put after it. Ids that are
+        not dead letters are ignored. Returns how many were requeued.
+        """
+        seqs = _check_ids(ids)
+        return await self._run(_requeue, seqs) if seqs else 0
 
     async def sweep(self) -> int:
         """Dead-letter every expired message now and forget delivered messages past retention.
