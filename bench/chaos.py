@@ -22,13 +22,15 @@ outbox drains, every link is closed and we report:
   id-based receiver could catch); redeliveries of the same id are counted separately (at-least-once
   on the wire is expected; the receiver's dedupe makes the effect exactly-once);
 - leaked tasks: asyncio tasks still alive after every link, the outbox and the proxy were closed;
-- memory slope of this process (KiB/min, least squares over the second half of the run);
+- memory slope of the process holding the sessions (KiB/min, least squares over the second half);
 - Retry-After violations: a session reconnecting sooner than a 1013 close told it to.
 
 Exit status 0 only with zero lost, zero duplicated and zero leaked tasks.
 
-``--mode service`` (sessions through ``tether serve``) plugs in as another :class:`Fleet`; the faults,
-producers and accounting stay the same.
+``--mode service``: the same sessions inside one ``tether serve`` process (:class:`ServiceFleet`),
+messages posted to its HTTP API with an ``Idempotency-Key``; faults, producers and accounting are
+the same. Leaked tasks there are the harness's; the service's own cleanup shows as its exit code on
+SIGTERM (its shutdown cancels and awaits every task it owns).
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class Report:
     send_errors: int = 0
     lost_examples: list[str] = field(default_factory=list)
     mode: str = "direct"
+    durable: bool = True
+    service_exit_code: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -91,13 +95,14 @@ class Report:
 
     def lines(self) -> list[str]:
         return [
-            f"chaos ({self.mode}): {self.sessions} sessions, {self.seconds:g} s, faults {dict(self.faults)}",
+            f"chaos ({self.mode}{'' if self.durable else ', NOT durable: tether.link._durable missing'}): {self.sessions} sessions, {self.seconds:g} s, faults {dict(self.faults)}",
             f"  produced {self.produced}, applied {self.applied}, lost {self.lost}, duplicated {self.duplicated}, "
             f"redelivered (same id, deduped) {self.redelivered}, dead letters {self.dead_letters}",
             f"  leaked tasks {self.leaked_tasks} {self.leaked_task_names[:5]}, leaked threads {self.leaked_threads}",
             f"  memory slope {self.memory_slope_kib_per_min:+.0f} KiB/min (RSS {self.rss_start_mib:.0f} -> "
             f"{self.rss_end_mib:.0f} MiB), reconnects {self.reconnects}, Retry-After violations "
             f"{self.retry_after_violations}, drained {self.drained} in {self.drain_s:.1f} s, send errors {self.send_errors}",
+            *([f"  service exit code on SIGTERM: {self.service_exit_code}"] if self.mode == "service" else []),
             f"  {'PASS' if self.passed else 'FAIL'}",
         ]
 
@@ -219,7 +224,7 @@ class DirectFleet:
     async def dead_letters(self) -> int:
         return len(await self.outbox.dead_letters(limit=100_000))
 
-    def reconnects(self) -> int:
+    async def reconnects(self) -> int:
         return sum(max(0, link.stats.connects - 1) for link in self.links)
 
     async def close(self) -> None:
@@ -230,6 +235,88 @@ class DirectFleet:
         await asyncio.gather(*(asyncio.wait_for(link.close(), 15) for link in self.links), return_exceptions=True)
         if self.outbox is not None:
             await self.outbox.close()
+
+
+class ServiceFleet:
+    """N websocket sessions inside one ``tether serve`` (its own process), driven through its HTTP API.
+
+    Messages go in with ``POST /api/sessions/{id}/messages`` (durable: 202 once on disk) and an
+    ``Idempotency-Key``; the payload carries the id the upstream de-duplicates on. A session left
+    FAILED by the token outage is restarted through the API, as an operator's script would.
+    """
+
+    def __init__(self, url: str, n: int, data_dir: Path) -> None:
+        from ._serve import ServeProcess
+
+        self.url = url
+        self.n = n
+        self.names = [f"s{i:04d}" for i in range(n)]
+        self.svc = ServeProcess(data_dir)
+        self.closing = False
+        self._watch: asyncio.Task[None] | None = None
+        self.exit_code: int | None = None
+        self.durable = True
+
+    async def start(self) -> None:
+        await self.svc.start()
+        sem = asyncio.Semaphore(8)
+
+        async def create(name: str) -> None:
+            async with sem:
+                r = await self.svc.client.post("/api/sessions", json={
+                    "id": name, "kind": "websocket",
+                    "options": {"url": f"{self.url}s/{name}", "token": "chaos-token",
+                                "heartbeat_interval": 0.5, "heartbeat_timeout": 0.5, "connect_timeout": 2.0,
+                                "backoff_base": 0.1, "backoff_cap": 2.0}})
+                if r.status_code != 201:
+                    raise RuntimeError(f"create {name}: {r.status_code} {r.text[:300]}")
+
+        await asyncio.gather(*(create(n) for n in self.names))
+        self._watch = asyncio.create_task(self._restart_failed())
+
+    async def _restart_failed(self) -> None:
+        for _ in range(1_000_000):
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(Exception):
+                r = await self.svc.client.get("/api/sessions", params={"state": "failed"})
+                for item in r.json()["sessions"]:
+                    await self.svc.client.post(f"/api/sessions/{item['id']}/restart")
+
+    async def send(self, i: int, name: str, k: int) -> None:
+        mid = f"{name}:{k}"
+        r = await self.svc.client.post(f"/api/sessions/{name}/messages",
+                                       json={"payload": {"s": name, "n": k, "id": mid}},
+                                       headers={"Idempotency-Key": mid})
+        if r.status_code != 202:
+            raise RuntimeError(f"send {mid}: {r.status_code} {r.text[:200]}")
+
+    async def _each(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.names:
+            r = await self.svc.client.get(f"/api/sessions/{name}")
+            out.append(r.json())
+        return out
+
+    async def undelivered(self) -> int:
+        return sum(int(s.get("queue_depth") or 0) for s in await self._each())
+
+    async def dead_letters(self) -> int:
+        total = 0
+        for name in self.names:
+            r = await self.svc.client.get(f"/api/sessions/{name}/messages", params={"status": "dead", "limit": 1000})
+            total += len(r.json().get("messages", []))
+        return total
+
+    async def reconnects(self) -> int:
+        r = await self.svc.client.get("/api/sessions")
+        return sum(max(0, int((s.get("stats") or {}).get("connects", 0)) - 1) for s in r.json()["sessions"])
+
+    async def close(self) -> None:
+        self.closing = True
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        self.exit_code = await self.svc.close()
 
 
 def durable_link_available() -> bool:
@@ -268,9 +355,12 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
     upstream = Upstream(log)
     await upstream.start()
     proxy = await BlackholeProxy(upstream.port).start()
-    if mode != "direct":
-        raise SystemExit(f"--mode {mode}: only 'direct' is implemented (the service mode plugs in as a Fleet)")
-    fleet = DirectFleet(f"ws://{HOST}:{proxy.port}/", sessions, Path(tmp.name) / "outbox.db")
+    url = f"ws://{HOST}:{proxy.port}/"
+    fleet: Any
+    if mode == "service":
+        fleet = ServiceFleet(url, sessions, Path(tmp.name) / "service")
+    else:
+        fleet = DirectFleet(url, sessions, Path(tmp.name) / "outbox.db")
     produced: list[set[int]] = [set() for _ in range(sessions)]
     stop_producing = asyncio.Event()
     faults: Counter[str] = Counter()
@@ -298,8 +388,11 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
             await asyncio.sleep(period)
 
     async def sampler() -> None:
+        # the sessions live in this process (direct) or in the service's (service mode)
+        target = psutil.Process(fleet.svc.pid) if mode == "service" else proc
         for _ in range(int(seconds) + 600):
-            rss.append((time.monotonic(), float(proc.memory_info().rss)))
+            with contextlib.suppress(psutil.Error):
+                rss.append((time.monotonic(), float(target.memory_info().rss)))
             await asyncio.sleep(1.0)
 
     async def injector() -> None:
@@ -356,7 +449,7 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
         samp.cancel()
         await asyncio.gather(samp, return_exceptions=True)
         rep.dead_letters = await fleet.dead_letters()
-        rep.reconnects = fleet.reconnects()
+        rep.reconnects = await fleet.reconnects()
         rep.retry_after_violations = upstream.violations + int(
             (await upstream.ask({"cmd": "stats"})).get("retry_after_violations", 0))
     finally:
@@ -378,11 +471,13 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
             break
         await asyncio.sleep(0.1)
     rep.leaked_threads = max(0, threading.active_count() - threads0)
-    rep.rss_start_mib = rss_start / 2**20
-    rep.rss_end_mib = proc.memory_info().rss / 2**20
+    rep.rss_start_mib = (rss[0][1] if rss else rss_start) / 2**20
+    rep.rss_end_mib = (rss[-1][1] if rss else proc.memory_info().rss) / 2**20
     half = [s for s in rss if s[0] >= t0 + seconds / 2]
     rep.memory_slope_kib_per_min = _slope(half)
     rep.faults = dict(faults)
+    rep.durable = bool(getattr(fleet, "durable", False))
+    rep.service_exit_code = getattr(fleet, "exit_code", None)
 
     # ground truth: the upstream's log
     applied: dict[tuple[str, int], set[str]] = defaultdict(set)

@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import secrets
-import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,14 +20,7 @@ from typing import Any
 import psutil
 
 from ._common import HOST, Child, Row, Scenario, free_port, print_scenario, raise_nofile
-
-
-def _tether_cli() -> list[str]:
-    exe = Path(sys.executable).with_name("tether")
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("tether")
-    return [found] if found else [sys.executable, "-m", "tether.cli"]
+from ._serve import ServeProcess
 
 
 async def run_async(sessions: int = 1000, requests: int = 30, settle: float = 120.0) -> Scenario:
@@ -43,89 +31,70 @@ async def run_async(sessions: int = 1000, requests: int = 30, settle: float = 12
         lower_is_better=True,
     )
     try:
-        import httpx
+        import httpx  # noqa: F401
         import tether.service  # noqa: F401
     except ImportError as exc:
         sc.error = f"TODO: the service has not landed ({exc})"
         return sc
     raise_nofile()
     t_start = time.monotonic()
-    up_port, port = free_port(), free_port()
+    up_port = free_port()
     upstream = Child("bench._wsserver", "--port", str(up_port))
     await upstream.start()
     tmp = tempfile.TemporaryDirectory(prefix="bench-service-")
-    token = secrets.token_urlsafe(16)
-    env = {**os.environ, "TETHER_TOKEN": token, "TETHER_LOG_LEVEL": "warning"}
-    log = open(Path(tmp.name) / "serve.log", "wb")
-    proc = await asyncio.create_subprocess_exec(
-        *_tether_cli(), "serve", "--host", HOST, "--port", str(port), "--data-dir", tmp.name,
-        stdout=log, stderr=log, env=env)
-    base = f"http://{HOST}:{port}"
-    headers = {"Authorization": f"Bearer {token}"}
+    svc = ServeProcess(Path(tmp.name))
     figs: dict[str, Any] = {}
     try:
-        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get("/health")).status_code in (200, 503):
-                        break
-                if proc.returncode is not None:
-                    raise RuntimeError(f"tether serve exited with {proc.returncode}")
-                await asyncio.sleep(0.1)
-            t0 = time.monotonic()
-            sem = asyncio.Semaphore(16)
+        await svc.start()
+        client = svc.client
+        t0 = time.monotonic()
+        sem = asyncio.Semaphore(16)
 
-            async def create(i: int) -> None:
-                async with sem:
-                    r = await client.post("/api/sessions", json={
-                        "id": f"bench_{i:05d}", "kind": "websocket",
-                        "options": {"url": f"ws://{HOST}:{up_port}/s/{i}"}})
-                    if r.status_code != 201:
-                        raise RuntimeError(f"create session: {r.status_code} {r.text[:200]}")
+        async def create(i: int) -> None:
+            async with sem:
+                r = await client.post("/api/sessions", json={
+                    "id": f"bench_{i:05d}", "kind": "websocket",
+                    "options": {"url": f"ws://{HOST}:{up_port}/s/{i}"}})
+                if r.status_code != 201:
+                    raise RuntimeError(f"create session: {r.status_code} {r.text[:200]}")
 
-            await asyncio.gather(*(create(i) for i in range(sessions)))
-            figs["create all s"] = time.monotonic() - t0
-            connected = 0
-            for _ in range(int(settle * 2)):
-                r = await client.get("/api/sessions", params={"state": "connected"})
-                connected = r.json()["total"]
-                if connected >= sessions:
-                    break
-                await asyncio.sleep(0.5)
-            figs["all connected s"] = time.monotonic() - t0 if connected >= sessions else f"> {settle:g} ({connected})"
-            lat = []
-            for _ in range(requests):
-                a = time.perf_counter()
-                r = await client.get("/api/sessions")
-                lat.append((time.perf_counter() - a) * 1000)
-                assert r.json()["total"] == sessions
-            lat.sort()
-            figs["GET /api/sessions p50 ms"] = statistics.median(lat)
-            figs["p95 ms"] = lat[int(0.95 * (len(lat) - 1))]
+        await asyncio.gather(*(create(i) for i in range(sessions)))
+        figs["create all s"] = time.monotonic() - t0
+        connected = 0
+        for _ in range(int(settle * 2)):
+            r = await client.get("/api/sessions", params={"state": "connected"})
+            connected = r.json()["total"]
+            if connected >= sessions:
+                break
+            await asyncio.sleep(0.5)
+        figs["all connected s"] = time.monotonic() - t0 if connected >= sessions else f"> {settle:g} ({connected})"
+        lat = []
+        for _ in range(requests):
             a = time.perf_counter()
-            r = await client.post("/health/sweep")
-            client_s = time.perf_counter() - a
-            body = r.json()
-            figs["sweep s (service)"] = float(body.get("duration", float("nan")))
-            figs["sweep s (client)"] = client_s
-            figs["sweep checked"] = body.get("checked")
-            ps = psutil.Process(proc.pid)
-            c0 = ps.cpu_times()
-            await asyncio.sleep(10)
-            c1 = ps.cpu_times()
-            figs["service RSS MiB"] = ps.memory_info().rss / 2**20
-            figs["idle CPU %"] = 100 * ((c1.user - c0.user) + (c1.system - c0.system)) / 10
+            r = await client.get("/api/sessions")
+            lat.append((time.perf_counter() - a) * 1000)
+            assert r.json()["total"] == sessions
+        lat.sort()
+        figs["GET /api/sessions p50 ms"] = statistics.median(lat)
+        figs["p95 ms"] = lat[int(0.95 * (len(lat) - 1))]
+        a = time.perf_counter()
+        r = await client.post("/health/sweep")
+        client_s = time.perf_counter() - a
+        body = r.json()
+        figs["sweep s (service)"] = float(body.get("duration", float("nan")))
+        figs["sweep s (client)"] = client_s
+        figs["sweep checked"] = body.get("checked")
+        ps = psutil.Process(svc.pid)
+        c0 = ps.cpu_times()
+        await asyncio.sleep(10)
+        c1 = ps.cpu_times()
+        figs["service RSS MiB"] = ps.memory_info().rss / 2**20
+        figs["idle CPU %"] = 100 * ((c1.user - c0.user) + (c1.system - c0.system)) / 10
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
+        code = await svc.close()
         await upstream.close()
         tmp.cleanup()
+    figs["exit code on SIGTERM"] = code
     sc.rows.append(Row(f"tether serve ({sessions:,} websocket sessions)", figs, baseline=True))
     sc.notes += [
         "No peer row: none of the peers is a multi-session gateway; the figure to meet is issue 6's "
