@@ -100,3 +100,22 @@ def test_bad_options_raise_config_error(tmp_path) -> None:
         setup_logging(tmp_path, fmt="xml")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="level"):
         setup_logging(tmp_path, level="LOUD")
+
+
+def test_console_handlers_upstream_see_redacted_records(tmp_path) -> None:
+    """Records below the file level still reach the root console redacted."""
+    seen: list[str] = []
+
+    class Console(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(self.format(record))
+
+    console = Console()
+    logging.getLogger().addHandler(console)
+    setup = setup_logging(tmp_path, level="WARNING")
+    try:
+        logging.getLogger("tether.link").info("polling https://api.telegram.org/bot%s/getUpdates", TOKEN)
+    finally:
+        setup.close()
+        logging.getLogger().removeHandler(console)
+    assert seen and TOKEN.split(":")[1] not in seen[0] and "[REDACTED]" in seen[0]

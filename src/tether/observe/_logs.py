@@ -123,6 +123,17 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(data, ensure_ascii=False, default=str))
 
 
+class _RedactAll(logging.Handler):
+    """Writes nothing: its filter masks secrets in every record before any other handler sees it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.addFilter(RedactFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
 class _OnlyLogger(logging.Filter):
     def __init__(self, prefix: str) -> None:
         super().__init__()
@@ -201,13 +212,19 @@ def setup_logging(data_dir: str | Path, *, fmt: Literal["human", "json"] = "huma
         ("alerts.log", logging.DEBUG, _OnlyLogger(f"{logger}.alerts")),
     ]
     perf = logging.getLogger(f"{logger}.performance")
+    # Runs first for every record whatever its level, so handlers further up (the console on the
+    # root logger) only ever see the redacted message.
+    guard = _RedactAll()
+    root.addHandler(guard)
+    setup.handlers.append(guard)
+    setup.targets.append(root)
     for name, hlevel, only in plan:
         h = logging.handlers.RotatingFileHandler(directory / name, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         h.setLevel(hlevel)
+        h.addFilter(RedactFilter())
         if only is not None:
             h.addFilter(only)
         h.addFilter(SessionFilter())
-        h.addFilter(RedactFilter())
         h.setFormatter(formatter)
         # Periodic samples would drown tether.log and the console: they live in performance.log only.
         target = perf if name == "performance.log" else root
