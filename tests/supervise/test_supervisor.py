@@ -67,10 +67,27 @@ def config(tmp_path: Path, command, **kw) -> SupervisorConfig:
     return SupervisorConfig(command=command, **kw)
 
 
-async def start(cfg: SupervisorConfig) -> tuple[Supervisor, Recorder, asyncio.Task]:
-    sup = Supervisor(cfg)
-    rec = Recorder(sup)
-    return sup, rec, asyncio.create_task(sup.run())
+@pytest.fixture
+async def start():
+    """Start supervisors; teardown stops any still running (even when the test failed) so no child leaks."""
+    running: list[tuple[Supervisor, asyncio.Task]] = []
+
+    async def _start(cfg: SupervisorConfig) -> tuple[Supervisor, Recorder, asyncio.Task]:
+        sup = Supervisor(cfg)
+        rec = Recorder(sup)
+        task = asyncio.create_task(sup.run())
+        running.append((sup, task))
+        return sup, rec, task
+
+    yield _start
+    for sup, task in running:
+        if not task.done():
+            sup.stop("test teardown")
+            try:
+                await asyncio.wait_for(task, TIMEOUT)
+            except BaseException:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
 
 async def finish(sup: Supervisor, task: asyncio.Task) -> int:
@@ -78,7 +95,7 @@ async def finish(sup: Supervisor, task: asyncio.Task) -> int:
     return await asyncio.wait_for(task, TIMEOUT)
 
 
-async def test_crash_loop_is_throttled_by_backoff_and_budget(tmp_path):
+async def test_crash_loop_is_throttled_by_backoff_and_budget(tmp_path, start):
     """A child that exits at once: growing delays, then the budget stops the restarts (cool-down), no tight loop."""
     cmd = script(tmp_path, "crash", r"""
         import sys
@@ -106,7 +123,7 @@ async def test_crash_loop_is_throttled_by_backoff_and_budget(tmp_path):
     assert alert.read_text().strip() == "4 crash (exit code 3)"  # the alert hook ran, with the reason
 
 
-async def test_cron_restart_is_graceful(tmp_path):
+async def test_cron_restart_is_graceful(tmp_path, start):
     """A cron schedule (here every second) restarts the child with the stop signal; it drains first."""
     cmd = script(tmp_path, "nightly", """
         import signal, sys, time
@@ -130,7 +147,7 @@ async def test_cron_restart_is_graceful(tmp_path):
     assert all(e.exit.code == 0 or e.exit.signal == signal.SIGTERM for e in scheduled)
 
 
-async def test_stable_run_resets_the_backoff(tmp_path):
+async def test_stable_run_resets_the_backoff(tmp_path, start):
     """Three quick crashes grow the delay; a run longer than min_uptime starts the backoff over."""
     counter = tmp_path / "runs"
     cmd = script(tmp_path, "flaky", f"""
@@ -152,7 +169,7 @@ async def test_stable_run_resets_the_backoff(tmp_path):
         (1, 0.05), (2, 0.1), (3, 0.2), (1, 0.05), (2, 0.1)]
 
 
-async def test_soft_memory_limit_restarts_gracefully_after_k_samples(tmp_path):
+async def test_soft_memory_limit_restarts_gracefully_after_k_samples(tmp_path, start):
     """Above the soft limit for K samples in a row: the child gets SIGTERM, drains, and is restarted."""
     cmd = script(tmp_path, "hog", """
         import signal, sys, time
@@ -178,12 +195,15 @@ async def test_soft_memory_limit_restarts_gracefully_after_k_samples(tmp_path):
     assert log.index("out | draining in-flight work") < log.index("out | drain complete") < log.index("memory limit")
 
 
-async def test_hard_memory_limit_kills_at_once(tmp_path):
-    """Above the hard limit the process group gets SIGKILL without waiting for a drain."""
-    cmd = script(tmp_path, "hog", """
-        import signal, time
+async def test_hard_memory_limit_counts_the_tree_and_kills_at_once(tmp_path, start):
+    """RSS is summed over the process tree: a grandchild's 80 MB trips the hard limit; SIGKILL, no drain."""
+    gpid_file = tmp_path / "hog.pid"
+    cmd = script(tmp_path, "parent", f"""
+        import pathlib, signal, subprocess, sys, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        hog = b"x" * (80 * 1024 * 1024)
+        g = subprocess.Popen([sys.executable, "-S", "-c",
+                              "import time; hog = b'x' * (80 * 1024 * 1024); time.sleep(60)"])
+        pathlib.Path({str(gpid_file)!r}).write_text(str(g.pid))
         time.sleep(60)
     """)
     cfg = config(tmp_path, cmd, memory_hard="48M", memory_interval=0.1, kill_timeout=30)
@@ -191,7 +211,13 @@ async def test_hard_memory_limit_kills_at_once(tmp_path):
     exited = await rec.wait(lambda e: isinstance(e, ChildExited))
     await finish(sup, task)
     assert exited.exit.kind is ExitKind.MEMORY and exited.exit.signal == signal.SIGKILL
-    assert rec.of(StopRequested)[0].cause is StopCause.MEMORY_HARD
+    stop = rec.of(StopRequested)[0]
+    assert stop.cause is StopCause.MEMORY_HARD and "hard limit" in stop.detail
+    gpid = int(gpid_file.read_text())
+    try:
+        assert psutil.Process(gpid).status() == psutil.STATUS_ZOMBIE  # the hog died with its group
+    except psutil.NoSuchProcess:
+        pass
 
 
 class _Health:
@@ -221,7 +247,7 @@ class _Health:
         self.server.server_close()
 
 
-async def test_failing_health_probe_restarts_the_child(tmp_path):
+async def test_failing_health_probe_restarts_the_child(tmp_path, start):
     """While the probe passes nothing happens; failing it `health_failures` times restarts the child."""
     health = _Health()
     try:
@@ -249,7 +275,7 @@ async def test_failing_health_probe_restarts_the_child(tmp_path):
         health.close()
 
 
-async def test_sigkill_follows_kill_timeout_for_the_whole_group(tmp_path):
+async def test_sigkill_follows_kill_timeout_for_the_whole_group(tmp_path, start):
     """A child that ignores SIGTERM is SIGKILLed after kill_timeout, with its grandchild."""
     gpid_file = tmp_path / "grandchild.pid"
     cmd = script(tmp_path, "stubborn", f"""
@@ -279,7 +305,7 @@ async def test_sigkill_follows_kill_timeout_for_the_whole_group(tmp_path):
         pass
 
 
-async def test_status_file_tracks_pid_restarts_and_last_exit(tmp_path):
+async def test_status_file_tracks_pid_restarts_and_last_exit(tmp_path, start):
     """The state file names the running pid, the restart count and the last exit reason."""
     cmd = script(tmp_path, "once", """
         import os, sys, time
@@ -305,7 +331,7 @@ async def test_status_file_tracks_pid_restarts_and_last_exit(tmp_path):
     assert {i["state"] for i in final["instances"]} == {"stopped"}
 
 
-async def test_missing_program_backs_off_and_exit_mode_returns_distinct_code(tmp_path):
+async def test_missing_program_backs_off_and_exit_mode_returns_distinct_code(tmp_path, start):
     """A program that cannot start is a crash (127); with on_exhausted=exit the supervisor returns 75."""
     cfg = config(tmp_path, (str(tmp_path / "no-such-program"),), max_restarts=2, on_exhausted="exit")
     sup, rec, task = await start(cfg)
