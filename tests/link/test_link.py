@@ -224,7 +224,7 @@ async def test_app_ping_pongs_are_consumed() -> None:
         await link.wait_connected(WAIT)
         await until(lambda: sum(isinstance(e, HeartbeatAck) for e in events) >= 3)
         await link.send('{"type":"data"}')
-        assert await link.recv() == '{"type":"data"}'
+        assert await asyncio.wait_for(link.recv(), WAIT) == '{"type":"data"}'
         assert link.stats.last_heartbeat_rtt is not None and link.stats.connects == 1
 
 
@@ -237,7 +237,7 @@ async def test_slow_reader_does_not_get_healthy_connection_killed(server: FlakyS
         for i in range(40):
             await server.send_all(f"push{i}")
         await asyncio.sleep(1.0)  # ten heartbeat timeouts without reading a thing
-        got = [await link.recv() for _ in range(40)]
+        got = [await asyncio.wait_for(link.recv(), WAIT) for _ in range(40)]
         assert got == [f"push{i}" for i in range(40)]
         assert not any(isinstance(e, Disconnected) for e in events) and server.connections == 1
         await until(lambda: any(isinstance(e, HeartbeatAck) for e in events))
