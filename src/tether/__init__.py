@@ -25,6 +25,7 @@ from ._errors import (
     RecoveryError,
     StoreError,
     StoreUnavailable,
+    StoreTypeError,
     SupervisorError,
     TetherError,
     WaitTooLong,
@@ -88,6 +89,7 @@ __all__ = [
     "StoreError",
     "OutboxFull",
     "StoreUnavailable",
+    "StoreTypeError",
     "SupervisorError",
     # durable delivery
     "Outbox",

@@ -21,7 +21,8 @@ translated where they enter tether and kept as ``__cause__``::
     │   └── NoHealthyProxy     the proxy pool has nothing usable
     ├── StoreError             durable storage
     │   ├── OutboxFull         the outbox is at its size limit
-    │   └── StoreUnavailable   the database file is corrupt, locked or unreadable
+    │   ├── StoreUnavailable   the database file is corrupt, locked or unreadable
+    │   └── StoreTypeError     a store call got an argument of the wrong type (also a TypeError)
     ├── SupervisorError        the process supervisor
     └── DeliveryError          an alert notification could not be delivered (webhook, email, Telegram)
 """
@@ -48,6 +49,7 @@ __all__ = [
     "StoreError",
     "OutboxFull",
     "StoreUnavailable",
+    "StoreTypeError",
     "SupervisorError",
     "DeliveryError",
 ]
@@ -148,6 +150,10 @@ class OutboxFull(StoreError):
 
 class StoreUnavailable(StoreError):
     """The database file is corrupt, locked or unreadable; the message names the file."""
+
+
+class StoreTypeError(StoreError, TypeError):
+    """A store call got an argument of the wrong type (payload not str/bytes, id not str, ...)."""
 
 
 class SupervisorError(TetherError):

@@ -301,8 +301,10 @@ async def test_retention_forgets_delivered_messages(tmp_path, clock):
 )
 async def test_bad_arguments_raise_typed_errors(outbox, call, exc, match):
     """Bad arguments fail before anything is queued, with a message that says what to fix."""
-    with pytest.raises(exc, match=match):
+    with pytest.raises(exc, match=match) as info:
         await call(outbox)
+    assert isinstance(info.value, tether.TetherError)  # wrong types: StoreTypeError, also a TypeError
+    assert await outbox.depth() == 0
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from .._errors import ConfigError, StoreError, StoreUnavailable, TetherError
+from .._errors import ConfigError, StoreError, StoreTypeError, StoreUnavailable, TetherError
 
 __all__ = ["Database", "acquire", "store_unavailable"]
 
@@ -349,7 +349,7 @@ def acquire(path: str | os.PathLike[str], *, synchronous: str, busy_timeout: flo
             batch_max: int) -> Database:
     """The shared Database for ``path``, started on first use; pair with :func:`release`."""
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        raise StoreTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
         raise ConfigError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
     synchronous = synchronous.upper()

@@ -12,7 +12,7 @@ import sqlite3
 from typing import Any
 
 from .._clock import Clock, SYSTEM_CLOCK
-from .._errors import ConfigError, StoreError
+from .._errors import ConfigError, StoreError, StoreTypeError
 from . import _db
 from ._outbox import _check_seconds, check_session
 from ._types import Cursor
@@ -22,7 +22,7 @@ __all__ = ["Inbox", "Cursors"]
 
 def _check_id(message_id: object) -> str:
     if not isinstance(message_id, str):
-        raise TypeError(f"message_id must be a str, got {type(message_id).__name__}; "
+        raise StoreTypeError(f"message_id must be a str, got {type(message_id).__name__}; "
                         f"convert upstream ids with str()")
     if not message_id:
         raise ConfigError("message_id must be a non-empty string")
@@ -33,7 +33,7 @@ def _check_cursor(cursor: object, *, allow_none: bool) -> Cursor | None:
     if cursor is None and allow_none:
         return None
     if not isinstance(cursor, Cursor):
-        raise TypeError(f"cursor must be a tether.Cursor, got {type(cursor).__name__}")
+        raise StoreTypeError(f"cursor must be a tether.Cursor, got {type(cursor).__name__}")
     return cursor
 
 

@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any, Iterable
 
 from .._clock import Clock, SYSTEM_CLOCK
-from .._errors import ConfigError, OutboxFull, StoreError, TetherError
+from .._errors import ConfigError, OutboxFull, StoreError, StoreTypeError, TetherError
 from . import _db
 from ._types import STATUSES, DeadLetter, OutboxMessage
 
@@ -25,7 +25,7 @@ _OPEN = "status != 'delivered'"
 
 def check_session(session: object) -> str:
     if not isinstance(session, str):
-        raise TypeError(f"session must be a str, got {type(session).__name__}")
+        raise StoreTypeError(f"session must be a str, got {type(session).__name__}")
     if not session:
         raise ConfigError("session must be a non-empty string")
     return session
@@ -35,7 +35,7 @@ def _check_seconds(name: str, value: object, *, allow_none: bool = False, positi
     if value is None and allow_none:
         return None
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+        raise StoreTypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if math.isnan(value) or value < 0 or (positive and value == 0) or math.isinf(value):
         raise ConfigError(f"{name} must be a finite number of seconds {'> 0' if positive else '>= 0'}, "
                           f"got {value!r}")
@@ -44,11 +44,11 @@ def _check_seconds(name: str, value: object, *, allow_none: bool = False, positi
 
 def _check_ids(ids: Iterable[str]) -> list[int]:
     if isinstance(ids, (str, bytes)):
-        raise TypeError("ids must be an iterable of ids (e.g. a list), not a single string")
+        raise StoreTypeError("ids must be an iterable of ids (e.g. a list), not a single string")
     seqs = []
     for i in ids:
         if not isinstance(i, str):
-            raise TypeError(f"each id must be a str (as returned by put()), got {type(i).__name__}")
+            raise StoreTypeError(f"each id must be a str (as returned by put()), got {type(i).__name__}")
         if i.isdecimal():  # ids are opaque; anything else cannot be ours and is ignored
             seqs.append(int(i))
     return seqs
@@ -473,10 +473,10 @@ class Outbox:
         """
         check_session(session)
         if not isinstance(payload, (str, bytes)):
-            raise TypeError(f"payload must be str or bytes, got {type(payload).__name__}; "
+            raise StoreTypeError(f"payload must be str or bytes, got {type(payload).__name__}; "
                             f"encode it first (e.g. json.dumps(obj))")
         if key is not None and not isinstance(key, str):
-            raise TypeError(f"key must be a str or None, got {type(key).__name__}")
+            raise StoreTypeError(f"key must be a str or None, got {type(key).__name__}")
         ttl = _check_seconds("ttl", ttl, allow_none=True, positive=True)
         now = self._clock.wall()
         self._maybe_sweep()
@@ -513,7 +513,7 @@ class Outbox:
         seqs = _check_ids(ids)
         delay = _check_seconds("delay", delay)
         if reason is not None and not isinstance(reason, str):
-            raise TypeError(f"reason must be a str or None, got {type(reason).__name__}")
+            raise StoreTypeError(f"reason must be a str or None, got {type(reason).__name__}")
         if seqs:
             await self._run(_nack, seqs, self._clock.wall(), delay, reason, self._ordered,
                             self._max_attempts)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Literal, Protocol, runtime_checkable
 
+from .._errors import StoreTypeError
+
 __all__ = [
     "Status",
     "STATUSES",
@@ -85,9 +87,9 @@ class Cursor:
         for name in ("offset", "seq"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-                raise TypeError(f"Cursor.{name} must be an int or None, got {type(v).__name__}")
+                raise StoreTypeError(f"Cursor.{name} must be an int or None, got {type(v).__name__}")
         if self.epoch is not None and not isinstance(self.epoch, str):
-            raise TypeError(f"Cursor.epoch must be a str or None, got {type(self.epoch).__name__}")
+            raise StoreTypeError(f"Cursor.epoch must be a str or None, got {type(self.epoch).__name__}")
 
 
 @runtime_checkable
