@@ -121,3 +121,58 @@ async def test_sigkill_mid_burst_loses_nothing_and_keys_deliver_once(tmp_path):
         assert await box.depth() == 0
     finally:
         await box.close()
+
+
+INBOX_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from tether.store import Cursor, Inbox
+
+    async def main():
+        inbox = Inbox(sys.argv[1])
+        async def upstream(s):
+            for i in range(100_000):
+                await inbox.mark(f"s{s}", str(i), cursor=Cursor(offset=i + 1))
+                sys.stdout.write(f"M {s} {i}\\n")
+                sys.stdout.flush()
+        await asyncio.gather(*(upstream(s) for s in range(4)))
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_sigkill_keeps_marks_and_cursors_consistent(tmp_path):
+    """After kill -9 during marks, each session's cursor matches exactly its last stored mark."""
+    path = str(tmp_path / "inbox.db")
+    proc = subprocess.Popen([sys.executable, "-c", INBOX_CHILD, path], stdout=subprocess.PIPE, text=True)
+    marked: dict[int, int] = {}
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    try:
+        for line in proc.stdout:
+            parts = line.split()
+            if line.endswith("\n") and len(parts) == 3:
+                marked[int(parts[1])] = int(parts[2])
+            if sum(marked.values()) >= 2000 or time.monotonic() > deadline:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert len(marked) == 4
+
+    from tether.store import Inbox
+
+    inbox = Inbox(path)
+    try:
+        for s, last_printed in marked.items():
+            cursor = await inbox.cursors.get(f"s{s}")
+            assert cursor is not None and cursor.offset is not None
+            last_stored = cursor.offset - 1
+            assert last_stored >= last_printed  # every returned mark is durable
+            assert await inbox.seen(f"s{s}", str(last_stored))  # the cursor never runs ahead of a mark
+            assert not await inbox.seen(f"s{s}", str(last_stored + 1))  # nor a mark ahead of the cursor
+            assert all([await inbox.seen(f"s{s}", str(i)) for i in range(0, last_stored + 1, 97)])
+    finally:
+        await inbox.close()
