@@ -154,15 +154,13 @@ class Database:
     # -- event-loop side -------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Queue ``fn(conn, state, *args)`` for the writer; the future resolves after COMMIT."""
-        if self._closing:
-            raise StoreError(f"store {self.path} is closed")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._queue.put((fn, args, fut, loop))
+        with self._lock:  # never behind _STOP: a queued op is always run or failed, never lost
+            if self._closing:
+                raise StoreError(f"store {self.path} is closed")
+            self._queue.put((fn, args, fut, loop))
         return fut
-
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await self.submit(fn, *args)
 
     async def stop(self) -> None:
         """Finish everything queued, close the connection and end the thread."""
@@ -172,10 +170,9 @@ class Database:
             if self._stopped.is_set():
                 return
             self._stop_waiters.append((loop, fut))
-            first = not self._closing
-            self._closing = True
-        if first:
-            self._queue.put(_STOP)
+            if not self._closing:
+                self._closing = True
+                self._queue.put(_STOP)
         await fut
 
     # -- writer thread ---------------------------------------------------------------------
@@ -241,6 +238,16 @@ class Database:
             self._closing = True
             self._stopped.set()
             waiters, self._stop_waiters = self._stop_waiters, []
+        leftovers = []  # only if the thread died unexpectedly: fail them rather than hang them
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                leftovers.append((item[2], item[3], False,
+                                  StoreError(f"store {self.path} stopped before this operation ran")))
+        self._deliver(leftovers)
         for loop, fut in waiters:
             try:
                 loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
