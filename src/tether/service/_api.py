@@ -427,7 +427,14 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(api)
     app.include_router(ev)
     if service.observability.router is not None:
-        app.include_router(service.observability.router, dependencies=[Depends(require_auth)])
+        # Routes the service already serves (it delegates /health/metrics and /health/errors to
+        # observe through the seam) are skipped, so every path has one owner and one operation id.
+        taken = {(r.path, m) for router in (health, api, ev) for r in router.routes
+                 for m in getattr(r, "methods", None) or ()}
+        extra = APIRouter()
+        extra.routes.extend(r for r in service.observability.router.routes
+                            if not any((r.path, m) in taken for m in getattr(r, "methods", None) or ()))
+        app.include_router(extra, dependencies=[Depends(require_auth)])
 
     dashboard = Path(__file__).with_name("dashboard")
     if (dashboard / "index.html").is_file():

@@ -53,6 +53,13 @@ def serve(
     raise typer.Exit(code)
 
 
+def _observability(settings: Any) -> Any:
+    """tether.observe's metrics, error tracker, alerts and logs, wired into the service's seam."""
+    from ..observe import service_observability
+
+    return service_observability(settings)
+
+
 def demo(
     port: int = typer.Option(8080, "--port", "-p", help="the service port"),
     data_dir: Path = typer.Option(Path(".tether"), "--data-dir", help="where the demo keeps its SQLite files"),

@@ -33,19 +33,38 @@ log = logging.getLogger("tether.service")
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
+               "session": getattr(record, "session", None), "msg": record.getMessage()}
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, ensure_ascii=False)
 
 
+class _HumanFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        session = getattr(record, "session", None)
+        msg = record.getMessage()
+        if session and not msg.startswith(f"[{session}]"):
+            line = line.replace(msg, f"[{session}] {msg}", 1)
+        return line
+
+
+class _NotLinkLog(logging.Filter):
+    """The service already logs every link event in seed-000 style (``[sess_1] reconnecting in 6.0s
+    (attempt 2/10)``); tether.observe's per-link lines go to its log files, not twice to the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "tether.link"
+
+
 def setup_logging(fmt: str = "human", level: str = "info") -> None:
     """Human lines (``12:00:01 INFO [sess_1] connected``) or JSON lines on stderr."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_NotLinkLog())
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(_HumanFormatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
