@@ -187,3 +187,19 @@ def test_cron_schedule_next_and_splay():
         assert base + 300 <= splayed.next_after(base + 1) <= base + 360
     with pytest.raises(ConfigError, match="cron"):
         CronSchedule("every night")
+
+
+def test_child_transition_table():
+    """Legal lifecycle steps pass; anything outside the table raises InvalidTransition."""
+    from tether._errors import InvalidTransition
+    from tether.supervise import ChildState as C
+    from tether.supervise._core import check_child_transition
+
+    for old, new in [(C.STARTING, C.RUNNING), (C.RUNNING, C.STOPPING), (C.STOPPING, C.BACKOFF),
+                     (C.BACKOFF, C.STARTING), (C.RUNNING, C.COOLDOWN), (C.COOLDOWN, C.STOPPED),
+                     (C.STARTING, C.BACKOFF), (C.RUNNING, C.DOWN)]:
+        check_child_transition(old, new)
+    for old, new in [(C.BACKOFF, C.RUNNING), (C.DOWN, C.STARTING), (C.STOPPED, C.STARTING),
+                     (C.STOPPING, C.RUNNING)]:
+        with pytest.raises(InvalidTransition, match=f"{old.name} -> {new.name}"):
+            check_child_transition(old, new)

@@ -12,6 +12,8 @@ The decisions live in a sans-I/O core (:class:`RestartCore`, :class:`MemoryWatch
 
 from ._config import SupervisorConfig, load_toml_section, parse_duration, parse_size
 from ._core import (
+    CHILD_TRANSITIONS,
+    ChildState,
     CoolDown,
     CronSchedule,
     ExitInfo,
@@ -48,6 +50,8 @@ __all__ = [
     "parse_size",
     # the sans-I/O core
     "RestartCore",
+    "ChildState",
+    "CHILD_TRANSITIONS",
     "Restart",
     "CoolDown",
     "ExitSupervisor",

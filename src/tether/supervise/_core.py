@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .._backoff import Backoff
-from .._errors import ConfigError
+from .._errors import ConfigError, InvalidTransition
 from ._config import RestartPolicy
 
 __all__ = [
+    "ChildState",
+    "CHILD_TRANSITIONS",
+    "check_child_transition",
     "ExitKind",
     "ExitInfo",
     "StopCause",
@@ -43,6 +46,43 @@ __all__ = [
     "HealthWatch",
     "CronSchedule",
 ]
+
+
+class ChildState(enum.Enum):
+    """Where one supervised instance is (shown by ``tether supervise status``)."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"   # the stop signal was sent; waiting for exit, then SIGKILL
+    BACKOFF = "backoff"     # waiting out a restart delay
+    COOLDOWN = "cooldown"   # the restart budget is used up: waiting out the cool-down
+    DOWN = "down"           # the restart policy let it stay down
+    STOPPED = "stopped"     # the supervisor stopped it and is exiting
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_C = ChildState
+_AFTER_EXIT = frozenset({_C.BACKOFF, _C.COOLDOWN, _C.DOWN, _C.STOPPED})
+
+#: Every allowed transition of an instance, in one place; anything else raises InvalidTransition.
+CHILD_TRANSITIONS: dict[ChildState, frozenset[ChildState]] = {
+    # A spawn that fails (program missing) is an exit too.
+    _C.STARTING: frozenset({_C.RUNNING}) | _AFTER_EXIT,
+    _C.RUNNING: frozenset({_C.STOPPING}) | _AFTER_EXIT,
+    _C.STOPPING: _AFTER_EXIT,
+    _C.BACKOFF: frozenset({_C.STARTING, _C.STOPPED}),
+    _C.COOLDOWN: frozenset({_C.STARTING, _C.STOPPED}),
+    _C.DOWN: frozenset(),
+    _C.STOPPED: frozenset(),
+}
+
+
+def check_child_transition(old: ChildState, new: ChildState) -> None:
+    """Raise :class:`~tether._errors.InvalidTransition` (an internal bug) unless ``old -> new`` is in :data:`CHILD_TRANSITIONS`."""
+    if new not in CHILD_TRANSITIONS[old]:
+        raise InvalidTransition(f"illegal supervised-child transition {old.name} -> {new.name}")
 
 
 class StopCause(enum.Enum):

@@ -13,6 +13,7 @@ from .._backoff import Backoff
 from .._clock import SYSTEM_CLOCK, Clock, wait_for
 from ._config import SupervisorConfig
 from ._core import (
+    ChildState,
     CoolDown,
     CronSchedule,
     ExitInfo,
@@ -24,6 +25,7 @@ from ._core import (
     RestartCore,
     StayDown,
     StopCause,
+    check_child_transition,
     classify_exit,
 )
 from ._events import (
@@ -243,7 +245,7 @@ class _Instance:
         self.cron = (CronSchedule(cfg.cron, splay=cfg.cron_splay, rng=random.Random(sup._rng.random()))
                      if cfg.cron else None)
         self.proc: asyncio.subprocess.Process | None = None
-        self.state = "starting"
+        self.state = ChildState.STARTING
         self.cause: StopCause | None = None
         self.cause_detail = ""
         self.started_wall: float | None = None
@@ -257,7 +259,7 @@ class _Instance:
         return {
             "index": self.index,
             "pid": self.proc.pid if running and self.proc else None,
-            "state": self.state,
+            "state": self.state.value,
             "restarts": self.core.restarts,
             "started_at": self.started_wall if running else None,
             "next_start_at": self.next_start_wall,
@@ -266,8 +268,10 @@ class _Instance:
             "health_failures": self.health.consecutive if self.health else None,
         }
 
-    def _set(self, state: str) -> None:
-        self.state = state
+    def _set(self, state: ChildState) -> None:
+        if state is not self.state:
+            check_child_transition(self.state, state)
+            self.state = state
         self.sup.write_state()
 
     # ------------------------------------------------------------------ stop
@@ -290,7 +294,7 @@ class _Instance:
 
     async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
         cfg = self.sup.config
-        self._set("stopping")
+        self._set(ChildState.STOPPING)
         killpg(proc.pid, cfg.stop_signal)
         try:
             await wait_for(proc.wait(), cfg.kill_timeout, self.sup._clock)
@@ -309,7 +313,7 @@ class _Instance:
                     break
                 if isinstance(decision, StayDown):
                     self.sup.log(f"not restarting: {decision.reason}", self.index)
-                    self._set("down")
+                    self._set(ChildState.DOWN)
                     return
                 if isinstance(decision, ExitSupervisor):
                     sup._emit(BudgetExhausted(self.index, decision.restarts, decision.window, None,
@@ -324,19 +328,19 @@ class _Instance:
                     sup.log(f"ALERT: {decision.restarts} restarts within {decision.window:g}s; "
                             f"cooling down {decision.delay:g}s before trying again", self.index)
                     sup._spawn_side(sup._alert(self.index, decision.restarts, self.last_exit))
-                    delay, state = decision.delay, "cooldown"
+                    delay, state = decision.delay, ChildState.COOLDOWN
                 else:
                     assert isinstance(decision, Restart)
                     sup._emit(RestartScheduled(self.index, decision.delay, decision.attempt))
                     if decision.delay > 0:
                         sup.log(f"restarting in {decision.delay:.2f}s (attempt {decision.attempt})", self.index)
-                    delay, state = decision.delay, "backoff"
+                    delay, state = decision.delay, ChildState.BACKOFF
                 self.next_start_wall = sup._clock.wall() + delay
                 self._set(state)
                 if await self._pause(delay):
                     break
                 self.next_start_wall = None
-            self._set("stopped")
+            self._set(ChildState.STOPPED)
         finally:
             # Cancelled (or crashed): never leave a child behind.
             if self.proc is not None and self.proc.returncode is None:
@@ -367,7 +371,7 @@ class _Instance:
     async def _run_once(self) -> Any:
         sup, clock = self.sup, self.sup._clock
         self.cause, self.cause_detail = None, ""
-        self._set("starting")
+        self._set(ChildState.STARTING)
         spawned = await self._spawn()
         now = clock.monotonic()
         self.core.started(now)
@@ -379,7 +383,7 @@ class _Instance:
         self.started_wall = clock.wall()
         sup._emit(ChildStarted(self.index, proc.pid))
         sup.log(f"started pid {proc.pid}", self.index)
-        self._set("running")
+        self._set(ChildState.RUNNING)
         assert proc.stdout is not None and proc.stderr is not None
         pumps = [asyncio.create_task(pump(proc.stdout, sup._out, self.label, "out")),  # type: ignore[arg-type]
                  asyncio.create_task(pump(proc.stderr, sup._err, self.label, "err"))]  # type: ignore[arg-type]
