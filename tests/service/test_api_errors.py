@@ -93,6 +93,15 @@ async def test_token_required_and_checked(tmp_path: Path) -> None:
             assert (await anon.get("/health/metrics")).status_code == 401
             assert (await anon.get("/health")).status_code == 200
         assert (await r.client.get("/api/sessions")).status_code == 200
+        import json
+
+        import websockets
+
+        async with websockets.connect(r.url.replace("http://", "ws://") + "/api/live") as ws:
+            await ws.send(json.dumps({"type": "hello", "token": "wrong-token-123", "last_event_id": None}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
     finally:
         await stop_service(r)
 

@@ -65,3 +65,31 @@ async def test_sse_link_events_carry_session(running: Running, upstream: Upstrea
     types = [e["type"] for e in hist]
     assert "link.connecting" in types and "link.connected" in types
     assert all(e["session"] == "a" for e in hist)
+
+
+async def test_live_websocket_channel_replays_and_streams(running: Running, upstream: Upstream) -> None:
+    """/api/live (the dashboard's channel): hello with last_event_id replays what followed, then streams live."""
+    import websockets
+
+    c = running.client
+    await c.post("/api/sessions", json={"id": "a", "kind": "websocket", "options": {"url": upstream.url}})
+    await running.wait_state("a", "connected")
+    ws_url = running.url.replace("http://", "ws://") + "/api/live"
+    async with websockets.connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "hello", "token": None, "last_event_id": 0}))
+        seen = []
+        while not any(m["event"]["type"] == "connected" for m in seen):
+            seen.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        connected = next(m for m in seen if m["event"]["type"] == "connected")
+        assert connected["type"] == "event" and connected["event"]["session"] == "a"
+        assert connected["event"]["state"] == "connected"
+        assert [m["id"] for m in seen] == sorted(m["id"] for m in seen)
+        await c.post("/api/sessions/a/restart")
+        while True:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if m["event"]["name"] == "session.restarted":
+                break
+        await ws.send(json.dumps({"type": "ping", "t": 5}))
+        while (m := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "pong":
+            pass
+        assert m["t"] == 5

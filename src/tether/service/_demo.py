@@ -123,8 +123,10 @@ async def run_demo(*, port: int = 8080, data_dir: Path = Path(".tether"), fault_
             f"A fault every {fault_every:g} s; watch the sessions heal. [bold]Ctrl-C[/] stops it cleanly.",
             title="tether", border_style="green"))
 
+    from ..observe import service_observability
+
     try:
-        return await serve(settings, on_ready=on_ready)
+        return await serve(settings, on_ready=on_ready, observability=service_observability(settings))
     finally:
         for t in tasks:
             t.cancel()

@@ -98,10 +98,12 @@ class SessionLoggedOut(ServiceEvent):
 
 @dataclass(frozen=True, slots=True)
 class SessionLinkEvent(ServiceEvent):
-    """A ``tether.events`` event reported by a session's connector."""
+    """A ``tether.events`` event reported by a session's connector; ``state`` is the session's
+    state right after it (for dashboards)."""
 
     session: str
     event: Any = field(compare=True)
+    state: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +232,7 @@ def event_data(event: Any) -> dict[str, Any]:
     if isinstance(event, SessionLinkEvent):
         data = _plain(event.event) if dataclasses.is_dataclass(event.event) else {"event": str(event.event)}
         data.pop("at", None)
-        return {"session": event.session, **data}
+        return {"session": event.session, **data, "state": event.state}
     data = _plain(event)
     data.pop("at", None)
     return data

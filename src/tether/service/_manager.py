@@ -432,7 +432,7 @@ class SessionManager:
             case _:
                 pass
         if isinstance(ev, link_events.Event):
-            self._emit(SessionLinkEvent(s.id, ev, at=ev.at or self._clock.wall()))
+            self._emit(SessionLinkEvent(s.id, ev, str(s.state), at=ev.at or self._clock.wall()))
         else:
             self._emit(ev)
 
