@@ -91,8 +91,12 @@ async def start():
 
 
 async def finish(sup: Supervisor, task: asyncio.Task) -> int:
+    """Stop gracefully; the supervisor must leave no task behind (pipes, watchers, alert hooks)."""
     sup.stop("test over")
-    return await asyncio.wait_for(task, TIMEOUT)
+    code = await asyncio.wait_for(task, TIMEOUT)
+    leftovers = [t for t in asyncio.all_tasks() if not t.done() and t is not asyncio.current_task()]
+    assert not leftovers, leftovers
+    return code
 
 
 async def test_crash_loop_is_throttled_by_backoff_and_budget(tmp_path, start):
