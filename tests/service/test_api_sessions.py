@@ -117,3 +117,19 @@ async def test_inbound_to_webhook_signed_and_deduplicated(running: Running, upst
     t, v1 = (p.split("=", 1)[1] for p in headers["x-tether-signature"].split(","))
     assert hmac.compare_digest(v1, hmac.new(secret, t.encode() + b"." + body, hashlib.sha256).hexdigest())
     assert json.loads(body)["payload"] == '{"id": "u-42", "text": "hi"}'
+
+
+async def test_inbox_dedup_is_per_session(running: Running, upstream: Upstream) -> None:
+    """The same upstream message id arriving on two sessions is new for each of them."""
+    for sid in ("a", "b"):
+        await create_ws(running, upstream, sid)
+        await running.wait_state(sid, "connected")
+    await eventually(lambda: len(upstream.clients) == 2, what="two upstream clients")
+    for n in range(3):
+        await upstream.push(json.dumps({"id": f"same-{n}"}))
+
+    async def both() -> bool:
+        got = [(await running.client.get(f"/api/sessions/{sid}")).json()["stats"]["received_total"] for sid in "ab"]
+        return got == [3, 3]
+
+    await eventually(both, what="3 new messages on each session")
