@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shlex
 import signal
 from typing import Any, Callable
 
@@ -141,7 +142,7 @@ class Supervisor:
             for sig in FORWARDED_SIGNALS:
                 loop.add_signal_handler(sig, self.forward_signal, sig)
                 installed.append(sig)
-        self.log(f"supervising {' '.join(cfg.command)!r} x{cfg.instances} (pid {os.getpid()})")
+        self.log(f"supervising {shlex.join(cfg.command)} x{cfg.instances} (pid {os.getpid()})")
         self.write_state()
         tasks = [asyncio.create_task(inst.loop(), name=f"supervise-{i}") for i, inst in enumerate(self.instances)]
         try:
