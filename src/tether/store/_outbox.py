@@ -202,18 +202,25 @@ def _lease(conn: sqlite3.Connection, state: dict[str, Any], session: str, n: int
             taken.append(row)
             if len(taken) >= n:
                 break
-    if taken:
+    if taken and ordered:
+        # Ordered leases are a run of consecutive open rows of the session: one range update.
+        conn.execute(f"UPDATE outbox SET status = 'leased', available_at = ? WHERE session = ? "
+                     f"AND {_OPEN} AND seq BETWEEN ? AND ?", (lease_until, session, taken[0][0], taken[-1][0]))
+    elif taken:
         conn.executemany("UPDATE outbox SET status = 'leased', available_at = ? WHERE seq = ?",
                          [(lease_until, r[0]) for r in taken])
     return [_message(r, now, "leased") for r in taken]
 
 
 def _ack(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], now: float) -> None:
-    cur = conn.executemany(
-        f"UPDATE outbox SET status = 'delivered', delivered_at = ? WHERE seq = ? AND {_OPEN}",
-        [(now, s) for s in seqs])
+    changed = 0
+    for i in range(0, len(seqs), 500):  # one statement per 500 ids, well under SQLite's 32766 limit
+        chunk = seqs[i:i + 500]
+        changed += conn.execute(
+            f"UPDATE outbox SET status = 'delivered', delivered_at = ? WHERE {_OPEN} AND seq IN "
+            f"({','.join('?' * len(chunk))})", (now, *chunk)).rowcount
     if "open" in state:
-        state["open"] -= cur.rowcount
+        state["open"] -= changed
 
 
 def _nack(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], now: float, delay: float,
