@@ -410,6 +410,7 @@ def create_app(service: Service) -> FastAPI:
                     await ws.send_json({"type": "event", "id": row.id,
                                         "event": {"type": row.type.split(".", 1)[-1], "name": row.type,
                                                   "session": row.session, "at": row.at, **row.data}})
+            await ws.close(1012, "service restarting")  # the log closed: shutdown
 
         task = asyncio.create_task(pump())
         try:

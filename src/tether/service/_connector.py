@@ -48,6 +48,8 @@ class ConnectorContext:
         load_cursor / save_cursor: the persisted resume position of this session.
         defaults: the service's session defaults (``Settings.sessions``: heartbeat, backoff,
             max_attempts, ...); a connector uses them for every option the session leaves out.
+        admission: a ``tether.Admission`` shared by every session of the service: await
+            ``admission.acquire()`` before each connection attempt (``tether.connect(admission=...)``).
     """
 
     session: str
@@ -58,6 +60,7 @@ class ConnectorContext:
     load_cursor: Callable[[], Awaitable[Mapping[str, Any] | None]]
     save_cursor: Callable[[Mapping[str, Any]], Awaitable[None]]
     defaults: Any = None
+    admission: Any = None
 
 
 @runtime_checkable

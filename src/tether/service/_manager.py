@@ -29,6 +29,7 @@ from .._errors import (
 )
 from .._decision import Action
 from .._state import State
+from ..link import Admission
 from ..recovery import DEFAULT_CLASS_POLICIES, classify
 from ._connector import CONNECTOR_OPTIONS, CONNECTOR_SECRETS, CONNECTORS, Connector, ConnectorContext, InboundMessage
 from ._db import ServiceDB, SessionRow
@@ -184,6 +185,8 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._accepting = True
         self.started_at = clock.wall()
+        self.admission = Admission(rate=settings.sessions.connect_rate, burst=settings.sessions.connect_burst,
+                                   clock=clock)
 
     # --- lookup -----------------------------------------------------------------------------
     def list(self) -> list[Session]:
@@ -353,7 +356,8 @@ class SessionManager:
 
         return ConnectorContext(session=sid, options=dict(s.row.options), clock=self._clock, deliver=deliver,
                                 emit=lambda ev: self._connector_event(s, ev), load_cursor=load_cursor,
-                                save_cursor=save_cursor, defaults=self.settings.sessions)
+                                save_cursor=save_cursor, defaults=self.settings.sessions,
+                                admission=self.admission)
 
     async def _start(self, s: Session) -> None:
         factory = CONNECTORS.get(s.row.kind)

@@ -42,6 +42,10 @@ class SessionDefaults(BaseModel):
     max_queue_depth: int = Field(10_000, ge=1, description="outbox depth the sweep reports as a backlog")
     send_batch: int = Field(32, ge=1, le=1000, description="messages leased per delivery round")
     send_timeout: float = Field(10.0, gt=0, description="seconds one upstream send may take")
+    connect_rate: float = Field(
+        100.0, gt=0, description="connection attempts per second across all sessions (no stampede after a restart)"
+    )
+    connect_burst: int = Field(20, ge=1, description="attempts allowed back to back before connect_rate applies")
     outbox_max_attempts: int | None = Field(
         25, ge=1, description="failed sends before a message moves to the dead letters (None: never)"
     )

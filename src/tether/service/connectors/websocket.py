@@ -112,6 +112,8 @@ class WebSocketConnector:
             headers=headers or None,
             name=ctx.session,
         )
+        if ctx.admission is not None:
+            kwargs["admission"] = ctx.admission
         self._link = connect(opts.url, **kwargs)
         self._unsubscribe = self._link.subscribe(ctx.emit)
         self._reader: asyncio.Task[None] | None = None
