@@ -133,3 +133,23 @@ async def test_inbox_dedup_is_per_session(running: Running, upstream: Upstream) 
         return got == [3, 3]
 
     await eventually(both, what="3 new messages on each session")
+
+
+async def test_shutdown_leaves_no_task_behind(tmp_path, upstream: Upstream) -> None:
+    """After the service stops, none of its tasks (delivery loops, sweep, webhooks, links) is still alive."""
+    import asyncio
+
+    from tests.service.conftest import fast_settings, start_service, stop_service
+
+    r = await start_service(fast_settings(tmp_path))
+    for sid in ("a", "b"):
+        await create_ws(r, upstream, sid)
+        await r.wait_state(sid, "connected")
+    await r.client.post("/api/sessions/a/messages", json={"payload": "x"})
+    before = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+    assert any(t.get_name().startswith("tether-") for t in before)
+    await stop_service(r)
+    await asyncio.sleep(0.05)
+    left = [t.get_name() for t in asyncio.all_tasks() - {asyncio.current_task()} if not t.done()
+            and t in before]
+    assert left == []
