@@ -82,11 +82,13 @@ QUICK: dict[str, dict[str, Any]] = {
     "recovery": {"sizes": (1000,)},
     "cost": {"sizes": (1000,)},
     "throughput": {"messages": 30_000, "repeats": 2},
+    "outbox": {"n": 5_000},
+    "service": {"sessions": 100, "requests": 10},
 }
 
 
-async def _chaos_child(seconds: float, sessions: int) -> dict[str, Any]:
-    child = Child("bench.chaos", "--seconds", str(seconds), "--sessions", str(sessions), "--json")
+async def _chaos_child(seconds: float, sessions: int, mode: str) -> dict[str, Any]:
+    child = Child("bench.chaos", "--seconds", str(seconds), "--sessions", str(sessions), "--mode", mode, "--json")
     # the child prints a human summary and then one JSON line; Child.read skips non-JSON lines
     try:
         return await child.start(ready_timeout=seconds + 180)
@@ -94,14 +96,36 @@ async def _chaos_child(seconds: float, sessions: int) -> dict[str, Any]:
         await child.close()
 
 
-def chaos_scenario(result: dict[str, Any] | BaseException, seconds: float) -> Scenario:
-    sc = Scenario(name="chaos", title=f"Chaos soak ({seconds:g} s, `python -m bench.chaos`)", primary="lost",
+MODE_NAMES = {
+    "service": "tether serve (sessions via the HTTP API)",
+    "direct": "tether.Link durable mode (Outbox + JsonAck)",
+}
+
+
+def chaos_scenario(results: dict[str, dict[str, Any] | BaseException], seconds: float) -> Scenario:
+    sc = Scenario(name="chaos", title=f"Chaos soak ({seconds:g} s each, `python -m bench.chaos`)", primary="lost",
                   lower_is_better=True)
-    if isinstance(result, BaseException):
-        sc.error = f"{type(result).__name__}: {result}"
-        return sc
-    r = result
-    sc.rows.append(Row(f"tether ({r.get('mode', 'direct')}: {r['sessions']} sessions)", {
+    for mode, result in results.items():
+        if isinstance(result, BaseException):
+            sc.rows.append(Row(MODE_NAMES.get(mode, mode), {"result": f"error: {type(result).__name__}: {result}"}))
+            continue
+        _chaos_row(sc, result)
+    sc.notes += [
+        "Faults at random (seeded) moments, one at a time: upstream SIGKILL + restart, blackhole (half end with the "
+        "old flows reset and their bytes lost), TCP resets, close 1013 \"retry after 1\" + 503 Retry-After, "
+        "token refused (401/4401) then valid again.",
+        "Lost = numbered messages accepted (send() returned / 202) that the upstream never applied; duplicated = "
+        "applied twice; redelivered = same id seen again and dropped by the idempotent upstream (at-least-once on "
+        "the wire).",
+        "Peers have no equivalent run: none keeps unsent messages across a restart or learns of delivery, so their "
+        "'lost' is whatever was in flight at each fault.",
+    ]
+    return sc
+
+
+def _chaos_row(sc: Scenario, r: dict[str, Any]) -> None:
+    mode = r.get("mode", "direct")
+    sc.rows.append(Row(f"{MODE_NAMES.get(mode, mode)}, {r['sessions']} sessions", {
         "lost": r["lost"],
         "duplicated": r["duplicated"],
         "leaked tasks": r["leaked_tasks"],
@@ -111,34 +135,36 @@ def chaos_scenario(result: dict[str, Any] | BaseException, seconds: float) -> Sc
         "Retry-After violations": r["retry_after_violations"],
         "memory slope KiB/min": r["memory_slope_kib_per_min"],
         "result": "PASS" if r["passed"] else "FAIL",
-    }, baseline=True))
-    sc.notes += [
-        f"Faults injected: {r['faults']}; drained in {r['drain_s']:.1f} s; dead letters {r['dead_letters']}; "
-        f"leaked threads {r['leaked_threads']}; RSS {r['rss_start_mib']:.0f} → {r['rss_end_mib']:.0f} MiB.",
-        "Peers have no equivalent run: none of them keeps unsent messages across a restart of the process "
-        "or acknowledges delivery, so their 'lost' is every message in flight at each fault.",
-    ]
-    if r.get("lost_examples"):
-        sc.notes.append(f"Lost examples: {', '.join(r['lost_examples'])}")
-    return sc
+    }, baseline=mode == "direct"))
+    extra = f"; service exit code on SIGTERM {r['service_exit_code']}" if mode == "service" else ""
+    sc.notes.append(
+        f"{mode}: faults {r['faults']}; drained {r['drained']} in {r['drain_s']:.1f} s; dead letters "
+        f"{r['dead_letters']}; leaked threads {r['leaked_threads']}; RSS {r['rss_start_mib']:.0f} → "
+        f"{r['rss_end_mib']:.0f} MiB; send errors {r['send_errors']} {r.get('send_error_kinds') or ''}{extra}"
+        + (f"; lost e.g. {', '.join(r['lost_examples'][:5])}" if r.get("lost_examples") else ""))
 
 
 async def _main_async(names: list[str], quick: bool, chaos_seconds: float, chaos_sessions: int) -> list[Scenario]:
     results: dict[str, Scenario] = {}
     loop = asyncio.get_running_loop()
-    chaos_task = None
+    chaos_tasks: dict[str, asyncio.Task[dict[str, Any]]] = {}
     if "chaos" in names:
-        chaos_task = asyncio.create_task(_chaos_child(chaos_seconds, chaos_sessions))
+        from .chaos import default_mode
+
+        modes = ["service", "direct"] if default_mode() == "service" else ["direct"]
+        chaos_tasks = {m: asyncio.create_task(_chaos_child(chaos_seconds, chaos_sessions, m)) for m in modes}
     # the waiting scenarios overlap the soak; each runs in a worker thread with its own event loop
     for name in [n for n in names if n in ("detection", "idle_cutoff")]:
         print(f"== {name}", file=sys.stderr, flush=True)
         results[name] = await loop.run_in_executor(None, _run_one, name, quick)
-    if chaos_task is not None:
+    if chaos_tasks:
         print("== chaos (waiting for the soak)", file=sys.stderr, flush=True)
-        try:
-            res: Any = await chaos_task
-        except BaseException as exc:  # noqa: BLE001 - reported as the scenario's error
-            res = exc
+        res: dict[str, Any] = {}
+        for mode, task in chaos_tasks.items():
+            try:
+                res[mode] = await task
+            except Exception as exc:  # noqa: BLE001 - reported in the scenario's table
+                res[mode] = exc
         results["chaos"] = chaos_scenario(res, chaos_seconds)
     for name in [n for n in names if n not in ("detection", "idle_cutoff", "chaos")]:
         print(f"== {name}", file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 ``python -m bench.chaos --seconds 120`` (``make chaos``). Everything stays on 127.0.0.1.
 
-Topology (``--mode direct``, the default): N durable tether Links (one SQLite Outbox, ``JsonAck``)
+Topology (``--mode direct``): N durable tether Links (one SQLite Outbox, ``JsonAck``)
 -> a fault-injecting TCP proxy (:class:`bench._proxy.BlackholeProxy`) -> an upstream websockets server
 in its own process (``bench._wsserver --log``). The upstream writes every message it applies to a log
 file *before* acking it, and de-duplicates by message id the way an idempotent receiver does (it
@@ -84,6 +84,7 @@ class Report:
     drain_s: float = 0.0
     undelivered_at_end: int = 0
     send_errors: int = 0
+    send_error_kinds: dict[str, int] = field(default_factory=dict)
     lost_examples: list[str] = field(default_factory=list)
     mode: str = "direct"
     durable: bool = True
@@ -101,7 +102,7 @@ class Report:
             f"  leaked tasks {self.leaked_tasks} {self.leaked_task_names[:5]}, leaked threads {self.leaked_threads}",
             f"  memory slope {self.memory_slope_kib_per_min:+.0f} KiB/min (RSS {self.rss_start_mib:.0f} -> "
             f"{self.rss_end_mib:.0f} MiB), reconnects {self.reconnects}, Retry-After violations "
-            f"{self.retry_after_violations}, drained {self.drained} in {self.drain_s:.1f} s, send errors {self.send_errors}",
+            f"{self.retry_after_violations}, drained {self.drained} in {self.drain_s:.1f} s, send errors {self.send_errors} {self.send_error_kinds or ''}",
             *([f"  service exit code on SIGTERM: {self.service_exit_code}"] if self.mode == "service" else []),
             f"  {'PASS' if self.passed else 'FAIL'}",
         ]
@@ -319,6 +320,14 @@ class ServiceFleet:
         self.exit_code = await self.svc.close()
 
 
+def default_mode() -> str:
+    try:
+        importlib.import_module("tether.service")
+    except ImportError:
+        return "direct"
+    return "service"
+
+
 def durable_link_available() -> bool:
     """Durable mode (``outbox=``, ``session=``, ``ack=``) needs ``tether.link._durable``."""
     try:
@@ -383,8 +392,10 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
                 await asyncio.wait_for(fleet.send(i, name, k), 10)
                 produced[i].add(k)
                 k += 1
-            except Exception:  # noqa: BLE001 - not accepted: the same number is tried again next tick
+            except Exception as exc:  # noqa: BLE001 - not accepted: the same number is tried again next tick
                 rep.send_errors += 1
+                kind = type(exc).__name__
+                rep.send_error_kinds[kind] = rep.send_error_kinds.get(kind, 0) + 1
             await asyncio.sleep(period)
 
     async def sampler() -> None:
@@ -513,7 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-every", type=float, default=4.0, help="mean seconds between faults")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--drain-timeout", type=float, default=60.0)
-    ap.add_argument("--mode", choices=["direct", "service"], default="direct")
+    ap.add_argument("--mode", choices=["service", "direct"], default=default_mode(),
+                    help="service: sessions inside `tether serve` (default once the service exists); "
+                         "direct: durable Links in this process")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
