@@ -267,8 +267,13 @@ class Link:
 
     @property
     def buffered(self) -> int:
-        """Messages waiting to be written (buffered while down, or queued behind the writer)."""
-        return len(self._buffer) + (1 if self._inflight is not None else 0)
+        """Messages waiting to be written (buffered while down, or queued behind the writer).
+
+        In durable mode: messages this link put in the outbox that are not acknowledged yet.
+        """
+        if self._durable is not None:
+            return self._durable.pending
+        return self._unwritten()
 
     async def start(self) -> None:
         """Begin connecting in the background; returns at once. ``async with`` calls it for you."""
@@ -432,7 +437,7 @@ class Link:
         if self._closing:
             await self._closed.wait()
             return
-        if self._core.state is State.CONNECTED and self.buffered and flush_timeout > 0:
+        if self._core.state is State.CONNECTED and self._unwritten() and flush_timeout > 0:
             try:
                 await wait_for(self._flushed(), flush_timeout, self._clock)
             except (TimeoutError, LinkError):
@@ -460,8 +465,11 @@ class Link:
         self._recv_pulse.fire()
         self._closed.set()
 
+    def _unwritten(self) -> int:
+        return len(self._buffer) + (1 if self._inflight is not None else 0)
+
     async def _flushed(self) -> None:
-        while self.buffered:
+        while self._unwritten():
             waiter = self._buffer_pulse.current
             if self._core.state is not State.CONNECTED:
                 return
@@ -647,7 +655,7 @@ class Link:
                 if self._app_ping is not None and self._is_pong(message):
                     self._feed(self._core.pong_received(conn, self._clock.monotonic()))
                     continue
-                if self._durable is not None and self._durable.consume(message):
+                if self._durable is not None and await self._durable.consume(message):
                     continue
                 if len(self._recvq) >= self._buffer_limit:
                     # Backpressure: we stop reading, so pongs cannot be seen; suspend the heartbeat
@@ -690,16 +698,21 @@ class Link:
                 # The write failed mid-way: back to the front, so order holds and it goes out once after reconnect.
                 self._buffer.appendleft(item)
                 self._inflight = None
-                if isinstance(exc, ConnectionClosed) or isinstance(exc, asyncio.CancelledError):
+                if isinstance(exc, asyncio.CancelledError):
                     raise
+                if isinstance(exc, ConnectionClosed):
+                    return  # the reader reports the loss
                 if ws.transport is not None:
                     ws.transport.abort()  # the reader sees the loss and the core decides
                 return
             self._inflight = None
-            self._stats = dataclasses.replace(self._stats, sent=self._stats.sent + 1)
+            self._count_sent()
             item.settle(True)
             if not self._buffer:
                 self._buffer_pulse.fire()  # close() waits for an empty buffer
+
+    def _count_sent(self) -> None:
+        self._stats = dataclasses.replace(self._stats, sent=self._stats.sent + 1)
 
     async def _ping(self, conn: int, ws: ClientConnection) -> None:
         try:
