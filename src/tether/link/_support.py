@@ -1,0 +1,125 @@
+"""Plumbing of the Link shell: stats snapshot, URL redaction, wake-ups, send items, event streams."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConfigError
+from .._events import Event
+from ._options import Message
+
+if TYPE_CHECKING:
+    from ._link import Link
+
+__all__ = ["LinkStats", "redact_url"]
+
+_EVENT_BACKLOG = 10_000  # per events() consumer; the oldest go first if a consumer stops reading
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """A snapshot of a link's counters and facts (times are wall-clock epoch seconds)."""
+
+    connects: int = 0
+    disconnects: int = 0
+    attempts: int = 0
+    sent: int = 0
+    received: int = 0
+    buffered: int = 0
+    dropped: int = 0
+    last_error: str | None = None
+    up_since: float | None = None
+    last_close_code: int | None = None
+    last_close_reason: str | None = None
+    last_heartbeat_rtt: float | None = None
+    last_heartbeat_at: float | None = None
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials or query values (bot tokens live there)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+class _Pulse:
+    """A broadcast wake-up: waiters take the current event; ``fire()`` wakes them all and makes a new one."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        old, self._event = self._event, asyncio.Event()
+        old.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    @property
+    def current(self) -> asyncio.Event:
+        return self._event
+
+
+class _Out:
+    __slots__ = ("data", "fut")
+
+    def __init__(self, data: Message, fut: asyncio.Future[bool] | None) -> None:
+        self.data = data
+        self.fut = fut
+
+    def settle(self, written: bool) -> None:
+        if self.fut is not None and not self.fut.done():
+            self.fut.set_result(written)
+
+
+class _EventStream:
+    """One consumer's view of a link's events; registered when created so nothing is missed."""
+
+    def __init__(self, link: "Link") -> None:
+        self._link = link
+        self._items: collections.deque[Event] = collections.deque(maxlen=_EVENT_BACKLOG)
+        self._pulse = _Pulse()
+        self._ended = False
+
+    def _push(self, event: Event) -> None:
+        self._items.append(event)
+        self._pulse.fire()
+
+    def _end(self) -> None:
+        self._ended = True
+        self._pulse.fire()
+
+    def __aiter__(self) -> "_EventStream":
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            waiter = self._pulse.current
+            if self._items:
+                return self._items.popleft()
+            if self._ended:
+                raise StopAsyncIteration
+            await waiter.wait()
+
+    async def aclose(self) -> None:
+        self._link._streams.discard(self)
+        self._end()
+
+
+def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = True, hint: str) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or (value <= minimum if strict else value < minimum):
+        raise ConfigError(f"{name} must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}; {hint}")
+    return float(value)
