@@ -144,3 +144,14 @@ async def test_secrets_never_in_output(running: Running) -> None:
         text = resp.text
         assert "secret-9" not in text and "visible" in text
 
+
+
+def test_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    """A data_dir that is a file gives a message naming it, not a traceback."""
+    bad = tmp_path / "a-file"
+    bad.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "tether.cli", "serve", "--port", str(free_port()), "--data-dir",
+                           str(bad)], capture_output=True, text=True, timeout=30,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("TETHER_")})
+    assert proc.returncode == 2
+    assert "a-file" in proc.stderr and "--data-dir" in proc.stderr and "Traceback" not in proc.stderr

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from .._errors import ConfigError
+from .._errors import ConfigError, TetherError
 
 __all__ = ["register"]
 
@@ -48,16 +48,11 @@ def serve(
         from ..observe import service_observability  # metrics, error tracker, alerts, log files
 
         code = asyncio.run(run(settings, observability=service_observability(settings)))
-    except ConfigError as exc:
+    except TetherError as exc:  # ConfigError, StoreUnavailable: the message says what to fix
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot use data_dir {str(settings.data_dir)!r}: {exc.strerror or exc} (pass --data-dir or TETHER_DATA_DIR)")
     raise typer.Exit(code)
-
-
-def _observability(settings: Any) -> Any:
-    """tether.observe's metrics, error tracker, alerts and logs, wired into the service's seam."""
-    from ..observe import service_observability
-
-    return service_observability(settings)
 
 
 def demo(
@@ -73,8 +68,10 @@ def demo(
     setup_logging(log_format)
     try:
         code = asyncio.run(run_demo(port=port, data_dir=data_dir, fault_every=fault_every))
-    except ConfigError as exc:
+    except TetherError as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot use data_dir {str(data_dir)!r}: {exc.strerror or exc} (pass --data-dir)")
     except KeyboardInterrupt:  # pragma: no cover - the demo handles SIGINT itself
         code = 0
     raise typer.Exit(code)
