@@ -434,3 +434,29 @@ async def test_running_lease_is_not_expired(outbox, clock):
     assert await outbox.sweep() == 0
     await outbox.ack([mid])
     assert [m.status for m in await outbox.messages("s")] == ["delivered"]
+
+
+async def test_subscribe_reports_dead_letters_after_commit(tmp_path, clock):
+    """subscribe() callbacks get a DeadLettered event per buried message; unsubscribe stops them."""
+    from tether.store import DeadLettered
+
+    box = Outbox(tmp_path / "o.db", clock=clock, max_attempts=1, max_messages=1, on_full="reject_new")
+    seen: list[DeadLettered] = []
+    unsubscribe = box.subscribe(seen.append)
+    box.subscribe(lambda e: 1 / 0)  # a broken observer does not break the store
+    try:
+        first = await box.put("s", "a")
+        rejected = await box.put("s", "b")
+        (m,) = await box.lease("s", 1)
+        await box.nack([m.id], reason="400")
+        await clock.settle()
+        assert [(e.letter.id, e.letter.reason.split(":")[0]) for e in seen] == [
+            (rejected, "rejected"), (first, "gave up after 1 attempts")]
+        unsubscribe()
+        await box.put("s", "c", ttl=1)
+        await clock.advance(2)
+        await box.sweep()
+        await clock.settle()
+        assert len(seen) == 2
+    finally:
+        await box.close()

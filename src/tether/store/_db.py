@@ -130,6 +130,15 @@ def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             fut.set_exception(value)
 
 
+def _call_listener(callback: Callable[[Any], None], event: Any) -> None:
+    try:
+        callback(event)
+    except Exception:  # noqa: BLE001 - an observer's bug must not break the store
+        import logging
+
+        logging.getLogger("tether.store").exception("store subscriber %r failed", callback)
+
+
 class Database:
     """The writer thread for one SQLite file. Use :func:`acquire`, not the constructor."""
 
@@ -139,6 +148,8 @@ class Database:
         self.busy_timeout = busy_timeout
         self.batch_max = batch_max
         self.state: dict[str, Any] = {}
+        # (loop, callback) pairs; events that ops leave in state["events"] are sent after COMMIT.
+        self.listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[Any], None]]] = []
         self.refs = 0
         self.batches = 0
         self.ops = 0
@@ -264,6 +275,7 @@ class Database:
                 self.state.clear()
                 self._data_version = dv
             conn.execute("BEGIN IMMEDIATE")
+            self.state["listen"] = bool(self.listeners)
             i, size = 0, len(batch)
             while i < size:
                 fn, args, fut, loop = batch[i]
@@ -283,6 +295,7 @@ class Database:
                 results.extend((op[2], op[3], ok, value) for op, (ok, value) in zip(batch[i:j], outs))
                 i = j
             conn.execute("COMMIT")
+            self._emit()
         except Exception as e:  # noqa: BLE001 - translated below, never leaks raw
             self._rollback(conn)
             if isinstance(e, sqlite3.Error) and _is_file_error(e) or len(batch) == 1:
@@ -295,12 +308,15 @@ class Database:
         fn, args, fut, loop = op
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self.state["listen"] = bool(self.listeners)
             try:
                 value = fn(conn, self.state, *args)
             except TetherError as e:
                 conn.execute("ROLLBACK")
+                self.state.pop("events", None)
                 return (fut, loop, False, e)
             conn.execute("COMMIT")
+            self._emit()
             return (fut, loop, True, value)
         except Exception as e:  # noqa: BLE001
             self._rollback(conn)
@@ -312,6 +328,17 @@ class Database:
         err = StoreError(f"store operation on {self.path} failed: {type(e).__name__}: {e}")
         err.__cause__ = e
         return err
+
+    def _emit(self) -> None:
+        events = self.state.pop("events", None)
+        if not events:
+            return
+        for loop, callback in list(self.listeners):
+            for event in events:
+                try:
+                    loop.call_soon_threadsafe(_call_listener, callback, event)
+                except RuntimeError:
+                    pass  # that loop is closed
 
     def _rollback(self, conn: sqlite3.Connection) -> None:
         self.state.clear()

@@ -16,6 +16,7 @@ __all__ = [
     "STATUSES",
     "OutboxMessage",
     "DeadLetter",
+    "DeadLettered",
     "Cursor",
     "OutboxStore",
     "InboxStore",
@@ -69,6 +70,16 @@ class DeadLetter:
     attempts: int
     created_at: float
     died_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """Event: the outbox gave up on a message (expired, max_attempts, or an on_full policy).
+
+    Sent to ``Outbox.subscribe()`` callbacks after the move is committed.
+    """
+
+    letter: DeadLetter
 
 
 @dataclass(frozen=True, slots=True)
