@@ -140,6 +140,7 @@ async def test_nack_past_max_attempts_goes_to_dead_letters(tmp_path, clock):
         assert "gave up after 3 attempts" in dead.reason and "HTTP 400" in dead.reason
         assert [m.id for m in await box.lease("s", 5)] == [good]
         assert [(m.id, m.status) for m in await box.messages("s", status="dead")] == [(bad, "dead")]
+        assert (await box.dead_count(), await box.dead_count("s"), await box.dead_count("x")) == (1, 1, 0)
     finally:
         await box.close()
 

@@ -245,6 +245,12 @@ def _depth(conn: sqlite3.Connection, state: dict[str, Any], session: str | None)
                         (session,)).fetchone()[0]
 
 
+def _dead_count(conn: sqlite3.Connection, state: dict[str, Any], session: str | None) -> int:
+    if session is None:
+        return conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+    return conn.execute("SELECT COUNT(*) FROM dead_letters WHERE session = ?", (session,)).fetchone()[0]
+
+
 def _dead_row(row: tuple[Any, ...]) -> DeadLetter:
     seq, session, payload, key, reason, attempts, created, died = row
     return DeadLetter(str(seq), session, payload, key, reason, attempts, created, died)

@@ -12,6 +12,7 @@ from .._errors import ConfigError, StoreError, StoreTypeError
 from . import _db
 from ._ops import (
     _ack,
+    _dead_count,
     _dead_letters,
     _depth,
     _lease,
@@ -318,6 +319,12 @@ class Outbox:
         """
         seqs = _check_ids(ids)
         return await self._run(_requeue, seqs) if seqs else 0
+
+    async def dead_count(self, session: str | None = None) -> int:
+        """How many dead letters there are (of one session or all), without loading them."""
+        if session is not None:
+            check_session(session)
+        return await self._run(_dead_count, session)
 
     async def sweep(self) -> int:
         """Dead-letter every expired message now and forget delivered messages past retention.
