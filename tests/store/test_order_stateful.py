@@ -51,22 +51,16 @@ class OutboxOrder(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- producers ------------------------------------------------------------------------
-    @rule(plan=st.lists(st.tuples(st.sampled_from(SESSIONS), st.integers(1, 4)), min_size=1, max_size=4))
-    def produce(self, plan):
-        """Several producers (each awaiting its puts one by one) run concurrently on some sessions."""
-        async def producer(session: str, p: int, count: int) -> list[str]:
-            return [await self.box.put(session, f"{p}:{k}") for k in range(count)]
+    async def _producer(self, session: str, p: int, count: int) -> list[str]:
+        return [await self.box.put(session, f"{p}:{k}") for k in range(count)]
 
-        async def together() -> list[list[str]]:
-            return await asyncio.gather(*(producer(s, p, c) for s, p, c in jobs))
-
-        jobs = [(s, next(self.producers), c) for s, c in plan]
-        results = self.run(together())
+    def _absorb(self, jobs, results) -> None:
+        """Learn the store's order of the new messages and check it against every producer's order."""
         for (session, p, count), ids in zip(jobs, results):
             for k, mid in enumerate(ids):
                 self.payload[mid] = f"{p}:{k}"
                 self.attempts[mid] = 0
-        for session in {s for s, _ in plan}:
+        for session in {s for s, _, _ in jobs}:
             stored = [m.id for m in self.run(self.box.messages(session, limit=10_000))
                       if m.status in ("pending", "leased")]
             old = self.queue[session]
@@ -74,11 +68,59 @@ class OutboxOrder(RuleBasedStateMachine):
             new = stored[len(old):]
             expected = {mid for (s, _, _), ids in zip(jobs, results) if s == session for mid in ids}
             assert set(new) == expected
-            # each producer's messages are in the order it put them
-            for (s, p, _), ids in zip(jobs, results):
+            for (s, p, _), ids in zip(jobs, results):  # each producer's messages keep its order
                 if s == session:
                     assert [mid for mid in new if mid in set(ids)] == ids
             self.queue[session] = stored
+
+    @rule(plan=st.lists(st.tuples(st.sampled_from(SESSIONS), st.integers(1, 4)), min_size=1, max_size=4))
+    def produce(self, plan):
+        """Several producers (each awaiting its puts one by one) run concurrently on some sessions."""
+        jobs = [(s, next(self.producers), c) for s, c in plan]
+
+        async def together() -> list[list[str]]:
+            return await asyncio.gather(*(self._producer(s, p, c) for s, p, c in jobs))
+
+        self._absorb(jobs, self.run(together()))
+
+    def _deliverable(self, queue: list[str], n: int) -> list[str]:
+        run: list[str] = []
+        for mid in queue:
+            if self.available_at.get(mid, 0) > self.now() or len(run) == n:
+                break
+            run.append(mid)
+        return run
+
+    def _idle_sessions(self) -> list[str]:
+        return [s for s in SESSIONS if not any(self._leased(m) for m in self.queue[s])]
+
+    @precondition(lambda self: self._idle_sessions())
+    @rule(data=st.data(), n=st.integers(1, 6), counts=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+          wait=st.sampled_from([0.0, 0.0005, 0.002]))
+    def produce_while_leasing(self, data, n, counts, wait):
+        """A lease racing concurrent producers gets an in-order head, including every older message."""
+        session = data.draw(st.sampled_from(self._idle_sessions()))
+        old_run = self._deliverable(self.queue[session], n)
+        jobs = [(session, next(self.producers), c) for c in counts]
+
+        async def late_lease():
+            await asyncio.sleep(wait)  # the lease lands before, among or after the producers' commits
+            return await self.box.lease(session, n, lease_for=10.0)
+
+        async def together():
+            lease = asyncio.ensure_future(late_lease())
+            results = await asyncio.gather(*(self._producer(s, p, c) for s, p, c in jobs))
+            return results, await lease
+
+        now = self.now()  # FakeClock: no time passes during the real-time wait
+        results, got = self.run(together())
+        self._absorb(jobs, results)
+        full_run = self._deliverable(self.queue[session], n)
+        assert [m.id for m in got] == full_run[: len(got)]
+        assert len(got) >= len(old_run)
+        for m in got:
+            self.lease_until[m.id] = now + 10.0
+            self.available_at.pop(m.id, None)
 
     # -- consumers ------------------------------------------------------------------------
     def _leased(self, mid: str) -> bool:
