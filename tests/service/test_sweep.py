@@ -118,3 +118,31 @@ async def test_sweep_runs_every_interval_and_records(clock: FakeClock, interval:
         assert len(mgr.emitted) == 2 and len(sweep.reports) == 2
     finally:
         await sweep.close()
+
+
+async def test_sweep_heals_a_session_that_gave_up(tmp_path) -> None:
+    """Through the real service: a session that gave up is restarted by the sweep and the report says so."""
+    from tests.service.conftest import Upstream, eventually, free_port, fast_settings, start_service, stop_service
+
+    port = free_port()
+    r = await start_service(fast_settings(tmp_path))
+    up = Upstream(port=port)
+    try:
+        await r.client.post("/api/sessions", json={"id": "g", "kind": "websocket",
+                                                   "options": {"url": f"ws://127.0.0.1:{port}/", "max_attempts": 1}})
+        await r.wait_state("g", "failed")
+        await up.start()
+        report = (await r.client.post("/health/sweep")).json()
+        assert report["checked"] == 1
+        assert report["findings"][0]["session"] == "g" and report["findings"][0]["action"] == "restart"
+        await r.wait_state("g", "connected")
+        sweeps = (await r.client.get("/health/sweeps")).json()["reports"]
+        assert sweeps[0]["findings"] == report["findings"]
+        events = (await r.client.get("/api/events/history", params={"session": "g"})).json()["events"]
+        assert any(e["type"] == "session.restarted" and e["data"]["reason"].startswith("sweep:") for e in events)
+        assert any(e["type"] == "link.gave_up" for e in events)
+        clean = (await r.client.post("/health/sweep")).json()
+        assert clean["findings"] == []
+    finally:
+        await stop_service(r)
+        await up.stop()

@@ -56,7 +56,7 @@ class WebhookSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (per-session webhook_secret overrides)")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (generated in data_dir when unset)")
     timeout: float = Field(10.0, gt=0)
     max_attempts: int = Field(8, ge=1, le=100)
     backoff_base: float = Field(0.5, gt=0)
