@@ -108,6 +108,9 @@ class Outbox:
           moves the oldest pending message to the dead letters; ``"reject_new"`` records the new
           message straight in the dead letters and returns its id.
         * Cancelling an awaiting ``put()`` does not withdraw it; retry with the same ``key``.
+        * After a restart, ``release_leases()`` hands back the dead process's leases at once.
+        * Dead letters: ``dead_letters()``, ``dead_count()``, ``requeue(ids)``; ``subscribe(cb)``
+          reports each one as a :class:`~tether.store.DeadLettered` event after it is committed.
 
     Args:
         path: the SQLite file (created if missing). Outbox, Inbox and Cursors on one file share
