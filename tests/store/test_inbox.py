@@ -163,3 +163,20 @@ def test_bad_window_options(tmp_path):
         Inbox(tmp_path / "i.db", window_count=0)
     with pytest.raises(tether.ConfigError, match="window_age"):
         Inbox(tmp_path / "i.db", window_age=0)
+
+
+async def test_closing_the_last_store_ends_the_writer_thread(tmp_path):
+    """The writer thread lives while any store on the file is open and ends with the last close."""
+    import threading
+
+    path = tmp_path / "t.db"
+    out, inbox = Outbox(path), Inbox(path)
+    await out.put("s", "x")
+    thread = out._db._thread
+    await out.close()
+    assert thread.is_alive()
+    assert await inbox.mark("s", "1")
+    await inbox.close()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "tether-store:t.db"]
