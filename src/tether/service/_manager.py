@@ -212,12 +212,14 @@ class SessionManager:
         for row in self._db.sessions():
             s = Session(row, state_since=self._clock.monotonic())
             self._sessions[row.id] = s
-        starts = [self._start(s) for s in self._sessions.values() if s.row.desired == "running"]
-        for coro in starts:
+        for s in self._sessions.values():
+            if s.row.desired != "running":
+                continue
             try:
-                await coro
-            except TetherError as exc:
-                log.error("[%s] could not start: %s", "?", exc)
+                await self._start(s)
+            except TetherError as exc:  # one broken session must not keep the others down
+                s.last_error = str(exc)
+                log.error("[%s] could not start: %s", s.id, exc)
 
     @staticmethod
     def validate_options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -374,7 +376,17 @@ class SessionManager:
         s.connector = connector
         s.stopping = False
         s.state_since = self._clock.monotonic()
-        await connector.start()
+        try:
+            await connector.start()
+        except Exception as exc:  # a connector that cannot start leaves the session down, visibly
+            s.connector = None
+            s.last_error = f"cannot start: {type(exc).__name__}: {exc}"
+            log.error("[%s] %s", s.id, s.last_error)
+            try:
+                await connector.stop()
+            except Exception:
+                pass
+            return
         s.delivery = asyncio.create_task(self._deliver_loop(s, connector), name=f"tether-delivery[{s.id}]")
         self._emit(SessionStarted(s.id, at=self._clock.wall()))
 
@@ -469,39 +481,55 @@ class SessionManager:
             pass
 
     async def _deliver_loop(self, s: Session, conn: Connector) -> None:
-        """Lease → send → ack/nack, only while connected, so the outbox (on disk) is the buffer."""
-        cfg = self.settings.sessions
+        """Runs :meth:`_deliver_round` until the session stops; a store failure pauses, never ends it."""
         failures = 0
-        outbox = self._stores.outbox
         while not s.stopping:
-            if conn.state is not State.CONNECTED:
+            try:
+                failures = await self._deliver_round(s, conn, failures)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # StoreUnavailable, or a bug: log it, keep the loop alive
+                s.last_error = f"delivery paused: {type(exc).__name__}: {exc}"
+                log.error("[%s] %s", s.id, s.last_error)
                 await self._idle(s, 5.0)
-                continue
-            batch = await outbox.lease(s.id, cfg.send_batch, lease_for=30.0 + cfg.send_timeout * cfg.send_batch)
-            if not batch:
-                await self._idle(s, 5.0)
-                continue
-            for i, m in enumerate(batch):
-                if s.stopping:  # shutdown: give the rest back at once, in order
-                    await outbox.nack([x.id for x in batch[i:]], 0.0, reason="service stopping")
-                    break
-                try:
-                    await wait_for(conn.send(m.payload), cfg.send_timeout, self._clock)
-                except (TetherError, TimeoutError, OSError) as exc:
-                    failures += 1
-                    s.send_failures += 1
-                    reason = f"{type(exc).__name__}: {exc}"
-                    not_connected = isinstance(exc, NotConnectedError)
-                    delay = 0.0 if not_connected else send_retry_delay(exc, failures, self._clock.wall())
-                    await outbox.nack([x.id for x in batch[i:]], delay, reason=reason)
-                    self._emit(MessageSendFailed(s.id, m.id, reason, delay, at=self._clock.wall()))
-                    if not not_connected:
-                        await self._clock.sleep(delay)
-                    break
-                await outbox.ack([m.id])
-                failures = 0
-                s.sent += 1
-                self._emit(MessageSent(s.id, m.id, at=self._clock.wall()))
+                s.wake.clear()
+
+    async def _deliver_round(self, s: Session, conn: Connector, failures: int) -> int:
+        """Lease → send → ack/nack, only while connected, so the outbox (on disk) is the buffer.
+
+        Returns the count of consecutive failed sends (it grows the retry delay).
+        """
+        cfg = self.settings.sessions
+        outbox = self._stores.outbox
+        if conn.state is not State.CONNECTED:
+            await self._idle(s, 5.0)
+            return failures
+        batch = await outbox.lease(s.id, cfg.send_batch, lease_for=30.0 + cfg.send_timeout * cfg.send_batch)
+        if not batch:
+            await self._idle(s, 5.0)
+            return failures
+        for i, m in enumerate(batch):
+            if s.stopping:  # shutdown: give the rest back at once, in order
+                await outbox.nack([x.id for x in batch[i:]], 0.0, reason="service stopping")
+                break
+            try:
+                await wait_for(conn.send(m.payload), cfg.send_timeout, self._clock)
+            except Exception as exc:  # TetherError, timeout, OSError, or a connector bug: retry later
+                failures += 1
+                s.send_failures += 1
+                reason = f"{type(exc).__name__}: {exc}"
+                not_connected = isinstance(exc, NotConnectedError)
+                delay = 0.0 if not_connected else send_retry_delay(exc, failures, self._clock.wall())
+                await outbox.nack([x.id for x in batch[i:]], delay, reason=reason)
+                self._emit(MessageSendFailed(s.id, m.id, reason, delay, at=self._clock.wall()))
+                if not not_connected:
+                    await self._clock.sleep(delay)
+                break
+            await outbox.ack([m.id])
+            failures = 0
+            s.sent += 1
+            self._emit(MessageSent(s.id, m.id, at=self._clock.wall()))
+        return failures
 
     # --- inbound ----------------------------------------------------------------------------
     async def _inbound(self, s: Session, msg: InboundMessage) -> None:

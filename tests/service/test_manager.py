@@ -1,0 +1,78 @@
+"""SessionManager's delivery loop with a scripted connector: failures are retried, never lost, never fatal."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import httpx
+
+from tether import State, TetherError
+from tether.service._connector import ConnectorContext, register_connector
+from tether.service._manager import send_retry_delay
+from tether.service._service import Service
+from tests.service.conftest import eventually, fast_settings
+
+
+class ScriptedConnector:
+    """Connected at once; ``fail`` holds exceptions raised by the next sends, in order."""
+
+    kind: ClassVar[str] = "scripted"
+    fail: ClassVar[list[BaseException]] = []
+    sent: ClassVar[list[Any]] = []
+
+    def __init__(self, ctx: ConnectorContext) -> None:
+        self._state = State.IDLE
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def stats(self) -> Mapping[str, Any]:
+        return {}
+
+    async def start(self) -> None:
+        self._state = State.CONNECTED
+
+    async def send(self, payload: Any) -> None:
+        if ScriptedConnector.fail:
+            raise ScriptedConnector.fail.pop(0)
+        ScriptedConnector.sent.append(payload)
+
+    async def stop(self) -> None:
+        self._state = State.CLOSED
+
+
+register_connector("scripted", ScriptedConnector)
+
+
+async def test_failed_sends_are_retried_in_order_and_a_bug_does_not_kill_the_loop(tmp_path: Path) -> None:
+    """A TetherError and a connector bug (RuntimeError) each cost a retry; all messages arrive once, in order."""
+    ScriptedConnector.fail[:] = [TetherError("upstream hiccup"), RuntimeError("connector bug")]
+    ScriptedConnector.sent[:] = []
+    service = Service(fast_settings(tmp_path))
+    await service.start()
+    try:
+        mgr = service.manager
+        await mgr.create(session_id="x", kind="scripted", options={})
+        ids = [await mgr.send("x", f"m{i}") for i in range(3)]
+        await eventually(lambda: ScriptedConnector.sent == ["m0", "m1", "m2"], timeout=20, what="all delivered")
+        msgs = {m.id: m for m in await mgr.messages("x")}
+        assert all(msgs[i].status == "delivered" for i in ids)
+        assert msgs[ids[0]].attempts == 2  # two failed attempts on the head of the line
+        assert mgr.get("x").stats()["send_failures"] == 2
+        types = [r.type for r in service.events.since(0, session="x")]
+        assert types.count("message.send_failed") == 2 and types.count("message.sent") == 3
+    finally:
+        await service.close()
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("tether-delivery") and not t.done()]
+
+
+def test_retry_delay_honours_the_server_wait() -> None:
+    """A 429 with Retry-After is never retried sooner than asked; plain failures back off and grow."""
+    req = httpx.Request("POST", "http://127.0.0.1/")
+    flood = httpx.HTTPStatusError("429", request=req, response=httpx.Response(429, headers={"Retry-After": "9"}, request=req))
+    assert send_retry_delay(flood, 1, 0.0) >= 9.0
+    assert send_retry_delay(TimeoutError("t"), 4, 0.0) > send_retry_delay(TimeoutError("t"), 1, 0.0)
+    assert send_retry_delay(RuntimeError("bug"), 50, 0.0) <= 60.0
