@@ -15,6 +15,7 @@ from ._types import DeadLetter, DeadLettered, OutboxMessage
 _COLS = "seq, session, payload, key, status, attempts, created_at, expires_at, available_at, last_error"
 _OPEN = "status != 'delivered'"
 
+
 def _open_count(conn: sqlite3.Connection, state: dict[str, Any]) -> int:
     n = state.get("open")
     if n is None:
