@@ -161,20 +161,33 @@ class WebSocketConnector:
                         payload = payload.decode("utf-8")
                     except UnicodeDecodeError:
                         payload = payload.hex()
-                await self._ctx.deliver(
-                    InboundMessage(
-                        session=self._ctx.session,
-                        id=mid,
-                        payload=payload,
-                        received_at=self._ctx.clock.wall(),
-                        cursor={"seq": self._connection, "offset": self._position},
-                    )
+                msg = InboundMessage(
+                    session=self._ctx.session,
+                    id=mid,
+                    payload=payload,
+                    received_at=self._ctx.clock.wall(),
+                    cursor={"seq": self._connection, "offset": self._position},
                 )
+                await self._deliver(msg)
                 self._delivered += 1
         except (LinkClosedError, asyncio.CancelledError):
             pass
         except TetherError as exc:
             log.info("[%s] reader stopped: %s", self._ctx.session, exc)
+
+    async def _deliver(self, msg: InboundMessage) -> None:
+        """Hand a message to the service until it is stored: a store hiccup delays it, never drops it
+        (the Link keeps receiving into its bounded queue meanwhile)."""
+        delay = 0.5
+        while True:
+            try:
+                await self._ctx.deliver(msg)
+                return
+            except (TetherError, OSError) as exc:
+                log.warning("[%s] could not store inbound message %s (%s); retrying in %.1fs",
+                            self._ctx.session, msg.id, exc, delay)
+                await self._ctx.clock.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def send(self, payload: Any) -> None:
         if self._stopped:
