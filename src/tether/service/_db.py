@@ -172,12 +172,15 @@ class ServiceDB:
     def enqueue_webhooks(self, session: str, message_id: str, urls: Iterable[str], body: str, now: float) -> int:
         """Queue one job per URL; a message already queued for a URL is not queued twice."""
         n = 0
-        for url in urls:
-            cur = self._db.execute(
-                "INSERT OR IGNORE INTO webhook_jobs (session, message_id, url, body, next_at) VALUES (?, ?, ?, ?, ?)",
-                (session, message_id, url, body, now),
-            )
-            n += cur.rowcount
+        try:
+            for url in urls:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO webhook_jobs (session, message_id, url, body, next_at) VALUES (?, ?, ?, ?, ?)",
+                    (session, message_id, url, body, now),
+                )
+                n += cur.rowcount
+        except sqlite3.Error as exc:  # the caller retries: the message is not marked seen yet
+            raise StoreUnavailable(f"cannot queue webhooks in {str(self.path)!r}: {exc}") from exc
         return n
 
     def due_webhooks(self, now: float, limit: int = 50) -> list[WebhookJob]:
