@@ -373,3 +373,42 @@ def test_bad_url_raises_config_error() -> None:
     """A URL that is not ws:// or wss:// raises ConfigError naming url."""
     with pytest.raises(ConfigError, match="url"):
         tether.connect("http://example.org/")
+
+
+async def test_blocked_event_loop_is_not_a_dead_peer() -> None:
+    """A loop blocked past heartbeat_timeout right after a ping (pong waiting in the socket) keeps the connection."""
+    import threading
+    import time
+
+    from websockets.sync.server import serve as sync_serve
+
+    def echo(conn: Any) -> None:
+        for message in conn:
+            conn.send(message)
+
+    # The peer runs in its own thread: blocking our loop must not block its pongs.
+    with sync_serve(echo, "127.0.0.1", 0) as peer:
+        thread = threading.Thread(target=peer.serve_forever, daemon=True)
+        thread.start()
+        url = f"ws://127.0.0.1:{peer.socket.getsockname()[1]}/"
+        events: list = []
+        blocks = 0
+        async with tether.connect(url, **fast(heartbeat_interval=0.05, heartbeat_timeout=0.05)) as link:
+            original = link._ping
+
+            async def ping_then_block(conn: int, ws: Any) -> None:
+                nonlocal blocks
+                task = asyncio.ensure_future(original(conn, ws))
+                await asyncio.sleep(0)  # the ping frame is written
+                if blocks < 3:
+                    blocks += 1
+                    time.sleep(0.3)  # a blocking call in the application: six heartbeat timeouts
+                await task
+
+            link._ping = ping_then_block  # type: ignore[method-assign]
+            link.subscribe(events.append)
+            await link.wait_connected(WAIT)
+            await until(lambda: blocks == 3 and sum(isinstance(e, HeartbeatAck) for e in events) >= 5)
+            assert not any(isinstance(e, HeartbeatMissed) for e in events) and link.stats.connects == 1
+        peer.shutdown()
+        thread.join(5)

@@ -458,6 +458,9 @@ class Link:
                     await self._wakeup.wait()
                 finally:
                     handle.cancel()
+                # One more loop pass first: if the loop was blocked, a pong that arrived meanwhile is
+                # processed before the deadline is judged (a busy loop is not a dead peer).
+                await asyncio.sleep(0)
             elif delay > 0:
                 sleeper = loop.create_task(self._clock.sleep(delay))
                 waiter = loop.create_task(self._wakeup.wait())
