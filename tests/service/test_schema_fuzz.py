@@ -39,7 +39,7 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
             [st, "run", f"{base}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "3",
              "--phases", "coverage,fuzzing", "--exclude-path", "/api/events", "--request-timeout", "10",
              "--workers", "2", "--generation-deterministic"],
-            capture_output=True, text=True, timeout=150, env={**env, "NO_COLOR": "1"},
+            capture_output=True, text=True, timeout=150, env={**env, "NO_COLOR": "1"}, cwd=tmp_path,
         )
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         assert "passed" in run.stdout
