@@ -412,3 +412,17 @@ async def test_blocked_event_loop_is_not_a_dead_peer() -> None:
             assert not any(isinstance(e, HeartbeatMissed) for e in events) and link.stats.connects == 1
         peer.shutdown()
         thread.join(5)
+
+
+async def test_close_releases_senders_waiting_for_a_write(server: FlakyServer) -> None:
+    """A send() waiting on a write that never completes returns when the link is closed (no hang)."""
+    async with tether.connect(server.url, **fast(heartbeat_interval=None)) as link:
+        await link.wait_connected(WAIT)
+        server.blackhole()
+        import os
+
+        big = os.urandom(1_000_000)  # incompressible (permessage-deflate would shrink "xxx...")
+        senders = [asyncio.create_task(link.send(big)) for _ in range(30)]  # 30 MB: the socket fills
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(link.close(flush_timeout=0.1), WAIT)
+        await asyncio.wait_for(asyncio.gather(*senders), WAIT)

@@ -350,6 +350,9 @@ class Link:
             if ws.transport is not None:
                 ws.transport.abort()
         await self._reap(list(self._tasks))
+        # Senders still waiting for a write return; what is unwritten stays counted in stats.buffered.
+        for item in [*self._buffer, *([self._inflight] if self._inflight else [])]:
+            item.settle(False)
         if self._durable is not None:
             await self._durable.stop()
         self._feed(self._core.closed(self._clock.monotonic()))
