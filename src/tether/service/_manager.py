@@ -55,6 +55,10 @@ __all__ = ["SessionManager", "Session", "InvalidOptions", "mask_secrets", "SESSI
 
 log = logging.getLogger("tether.service")
 
+# Delivery loops are woken by sends and by connects; this poll only picks up leases a killed process
+# left behind (they expire after lease_for), so it can be slow: 1,000 idle sessions cost ~70 wake-ups/s.
+_IDLE_POLL = 15.0
+
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SECRET_KEY_RE = re.compile(r"(token|secret|password|passwd|authorization|cookie|api[_-]?key|credential)", re.I)
 _URL_SECRET_RE = re.compile(r"(bot\d+:)[A-Za-z0-9_-]+|((?:token|key|secret|password)=)[^&\s]+|(//[^/:@\s]+:)[^@/\s]+@", re.I)
@@ -502,11 +506,11 @@ class SessionManager:
         cfg = self.settings.sessions
         outbox = self._stores.outbox
         if conn.state is not State.CONNECTED:
-            await self._idle(s, 5.0)
+            await self._idle(s, _IDLE_POLL)
             return failures
         batch = await outbox.lease(s.id, cfg.send_batch, lease_for=30.0 + cfg.send_timeout * cfg.send_batch)
         if not batch:
-            await self._idle(s, 5.0)
+            await self._idle(s, _IDLE_POLL)
             return failures
         for i, m in enumerate(batch):
             if s.stopping:  # shutdown: give the rest back at once, in order
