@@ -70,6 +70,9 @@ def _ratio(row: Row, base: Row | None, primary: str, lower_is_better: bool) -> s
     if row is base:
         return "1.00× (baseline)"
     a, b = _number(row.figures.get(primary)), _number(base.figures.get(primary))
+    if row.system.startswith("tether"):
+        # another tether configuration: a ratio, but no winner
+        return f"{a / b:.2f}× (tether variant)" if a is not None and b else "(tether variant)"
     raw = row.figures.get(primary)
     if a is None and b and isinstance(raw, str) and raw.startswith("> "):
         # a peer that never got there within the window: the ratio is at least window / tether
@@ -83,8 +86,6 @@ def _ratio(row: Row, base: Row | None, primary: str, lower_is_better: bool) -> s
             return "1.00× (equal)"
         return f"∞ ({'tether better' if lower_is_better else 'tether worse'})"
     r = a / b
-    if row.system.startswith("tether"):
-        return f"{r:.2f}× (tether variant)"
     better = (r > 1) if lower_is_better else (r < 1)
     if abs(r - 1) < 0.005:
         return "1.00× (equal)"
@@ -132,6 +133,30 @@ def scenario_markdown(sc: Scenario) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(scenarios: list[Scenario]) -> list[str]:
+    """One line per scenario (and group): tether's headline figure and each peer's ratio."""
+    lines = ["## Summary", "", "Headline figure per scenario; the ratio is the peer's figure ÷ tether's.", ""]
+    for sc in scenarios:
+        if sc.error and not sc.rows:
+            lines.append(f"- **{sc.title}**: {sc.error}")
+            continue
+        for group, rows in _groups(sc.rows):
+            base = next((r for r in rows if r.baseline), None)
+            label = f"{sc.title}{f' ({group})' if group else ''}"
+            if base is None or sc.primary not in base.figures:
+                figs = "; ".join(f"{r.system}: {fmt(r.figures.get(sc.primary, r.figures.get('result', '')))}" for r in rows)
+                lines.append(f"- **{label}** ({sc.primary}): {figs}")
+                continue
+            peers = [
+                f"{r.system} {fmt(r.figures.get(sc.primary))} ({_ratio(r, base, sc.primary, sc.lower_is_better)})"
+                for r in rows if r is not base
+            ]
+            lines.append(f"- **{label}**: {base.system} {fmt(base.figures[sc.primary])} {sc.primary}"
+                         + (f" vs {'; '.join(peers)}" if peers else ""))
+    lines.append("")
+    return lines
+
+
 def write(scenarios: list[Scenario], path: Path | None = None, preamble: list[str] | None = None) -> Path:
     path = path or ROOT / "BENCHMARKS.md"
     info = machine_info()
@@ -150,6 +175,7 @@ def write(scenarios: list[Scenario], path: Path | None = None, preamble: list[st
     lines += [f"| {k} | {v} |" for k, v in info.items()]
     lines.append("")
     lines += preamble or []
+    lines += summary_markdown(scenarios)
     for sc in scenarios:
         lines.append(scenario_markdown(sc))
     path.write_text("\n".join(lines).rstrip() + "\n")
