@@ -476,7 +476,8 @@ class SessionManager:
         return await self._stores.outbox.depth(session_id)
 
     async def _idle(self, s: Session, timeout: float) -> None:
-        s.wake.clear()
+        """Wait for a wake-up (send, connect, stop). The caller cleared ``wake`` *before* it looked
+        for work, so a wake-up that raced with the look is not lost."""
         if s.stopping:
             return
         try:
@@ -495,8 +496,8 @@ class SessionManager:
             except Exception as exc:  # StoreUnavailable, or a bug: log it, keep the loop alive
                 s.last_error = f"delivery paused: {type(exc).__name__}: {exc}"
                 log.error("[%s] %s", s.id, s.last_error)
-                await self._idle(s, 5.0)
                 s.wake.clear()
+                await self._idle(s, 5.0)
 
     async def _deliver_round(self, s: Session, conn: Connector, failures: int) -> int:
         """Lease → send → ack/nack, only while connected, so the outbox (on disk) is the buffer.
@@ -505,6 +506,7 @@ class SessionManager:
         """
         cfg = self.settings.sessions
         outbox = self._stores.outbox
+        s.wake.clear()
         if conn.state is not State.CONNECTED:
             await self._idle(s, _IDLE_POLL)
             return failures
