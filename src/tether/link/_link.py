@@ -22,7 +22,7 @@ from .._errors import BufferFullError, ConfigError, LinkClosedError, LinkError, 
 from .._events import Connected, Disconnected, Dropped, Event, GaveUp, HeartbeatAck
 from .._state import State
 from ._admission import Admission
-from ._core import Abort, Connect, CoreAction, CoreConfig, Emit, GiveUp, LinkCore, SendPing, Sleep
+from ._core import _SHARED_RNG, Abort, Connect, CoreAction, CoreConfig, Emit, GiveUp, LinkCore, SendPing, Sleep
 from ._options import AppPing, JsonAck, Message
 from ._support import LinkStats, _EventStream, _number, _Out, _Pulse, redact_url
 
@@ -104,7 +104,8 @@ class Link:
                 heartbeat_timeout=heartbeat_timeout,
                 stable_after=stable_after,
                 max_attempts=max_attempts,
-                backoff=(backoff or Backoff()).clone(),
+                # each link owns its backoff state; the default one shares a generator (memory per link)
+                backoff=backoff.clone() if backoff is not None else Backoff(rng=_SHARED_RNG),
             )
         )
         self._buffer_limit = buffer_limit
