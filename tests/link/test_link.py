@@ -426,3 +426,31 @@ async def test_close_releases_senders_waiting_for_a_write(server: FlakyServer) -
         await asyncio.sleep(0.3)
         await asyncio.wait_for(link.close(flush_timeout=0.1), WAIT)
         await asyncio.wait_for(asyncio.gather(*senders), WAIT)
+
+
+async def test_write_failing_midway_goes_back_to_front() -> None:
+    """A message whose write fails stays first in the buffer: the next connection sends the rest in order, each once."""
+    from websockets.exceptions import ConnectionClosedError
+
+    class Socket:
+        def __init__(self, fail_at: int | None) -> None:
+            self.sent: list[str] = []
+            self.fail_at = fail_at
+            self.transport = None
+
+        async def send(self, data: str) -> None:
+            if len(self.sent) + 1 == self.fail_at:
+                raise ConnectionClosedError(None, None)
+            self.sent.append(data)
+
+    link = tether.connect("ws://127.0.0.1:1/")
+    for i in range(5):
+        await link.send(f"m{i}")  # not started: buffered
+    broken, good = Socket(fail_at=3), Socket(fail_at=None)
+    await link._writer(1, broken)  # type: ignore[arg-type]
+    assert broken.sent == ["m0", "m1"] and link.stats.buffered == 3
+    task = asyncio.create_task(link._writer(2, good))  # type: ignore[arg-type]
+    await until(lambda: link.stats.buffered == 0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert broken.sent + good.sent == [f"m{i}" for i in range(5)] and link.stats.sent == 5
