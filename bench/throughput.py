@@ -100,6 +100,13 @@ async def run_async(messages: int = 100_000, repeats: int = 3, include_tether: b
         "runs": ", ".join(f"{x:,.0f}" for x in results["raw"]),
         "% of raw": 100.0,
     }))
+    if include_tether and link < TARGET * raw:
+        sc.notes.append(
+            "Why the Link is slower (profile, 2026-11-23): each `send()` queues the message for the link's "
+            "writer task and waits to be told it was written, so every message costs two or more event-loop "
+            "turns (a select() each) plus a `dataclasses.replace` of the stats; websockets' `send()` writes "
+            "inline while the transport buffer has room. A fast path (write in the caller's task when "
+            "connected and nothing is queued; counters mutated in place) would close most of the gap.")
     sc.notes += [
         f"{messages:,} messages per run, {repeats} runs per system alternating, median shown; the clock stops when "
         "the server (its own process, compression declined) confirms the count.",
