@@ -352,7 +352,7 @@ def _slope(samples: list[tuple[float, float]]) -> float:
 
 async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.0, fault_every: float = 4.0,
                     seed: int | None = None, drain_timeout: float = 60.0, mode: str = "direct",
-                    verbose: bool = False) -> Report:
+                    verbose: bool = False, faults_enabled: tuple[str, ...] = FAULTS) -> Report:
     raise_nofile()
     rng = random.Random(seed)
     rep = Report(sessions=sessions, seconds=seconds, mode=mode)
@@ -411,7 +411,7 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
             await asyncio.sleep(fault_every * (0.5 + rng.random()))
             if stop_producing.is_set():
                 return
-            kind = rng.choice(FAULTS)
+            kind = rng.choice(faults_enabled)
             faults[kind] += 1
             say(f"fault {kind}")
             if kind == "kill":
@@ -527,11 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=["service", "direct"], default=default_mode(),
                     help="service: sessions inside `tether serve` (default once the service exists); "
                          "direct: durable Links in this process")
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
+    bad = [f for f in a.faults.split(",") if f and f not in FAULTS]
+    if bad:
+        ap.error(f"unknown fault(s) {bad}; choose from {', '.join(FAULTS)}")
     rep = run(seconds=a.seconds, sessions=a.sessions, rate=a.rate, fault_every=a.fault_every, seed=a.seed,
-              drain_timeout=a.drain_timeout, mode=a.mode, verbose=a.verbose)
+              drain_timeout=a.drain_timeout, mode=a.mode, verbose=a.verbose,
+              faults_enabled=tuple(f for f in a.faults.split(",") if f))
     print("\n".join(rep.lines()))
     if a.json:
         print(json.dumps({**rep.__dict__, "passed": rep.passed}))
