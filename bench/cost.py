@@ -160,9 +160,8 @@ def _explain(sc: Scenario, group: str) -> None:
         sc.notes.append(
             f"Why tether costs more ({group}): +{extra:.0f} KiB per connection. It runs "
             f"{t.figures['tasks/conn']:.0f} asyncio tasks per link (websockets: {w.figures['tasks/conn']:.0f}); "
-            "a tracemalloc of 500 links (2026-11-23, 10:10 UTC) put most of the rest in the link's six "
-            "asyncio.Events (~4.6 KiB: one Event per waiter kind; futures made on demand would cost nothing "
-            "while idle) and the extra tasks' frames. permessage-deflate (~46 KiB per connection, both systems) dominates either way: a "
+            "the rest is the link's own state (the extra tasks' frames and its events, timers and counters). "
+            "permessage-deflate (~46 KiB per connection, both systems) dominates either way: a "
             "`compression=None` option would cut it to ~20 KiB.")
 
 
