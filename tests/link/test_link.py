@@ -454,3 +454,21 @@ async def test_write_failing_midway_goes_back_to_front() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert broken.sent + good.sent == [f"m{i}" for i in range(5)] and link.stats.sent == 5
+
+
+async def test_custom_classifier_decides(server: FlakyServer) -> None:
+    """A custom classifier replaces the rules: here HTTP 500 means give up (GaveUpError) after one attempt."""
+    from tether import Action, Decision, ErrorClass, GaveUpError
+
+    seen: list[BaseException] = []
+
+    def classifier(exc: BaseException) -> Decision:
+        seen.append(exc)
+        return Decision(Action.FAIL, 0.0, "no retries here", ErrorClass.PERMANENT)
+
+    server.reject(500)
+    async with tether.connect(server.url, classifier=classifier, headers={"X-Bot": "7"}, **fast()) as link:
+        with pytest.raises(GaveUpError, match="no retries here"):
+            await link.wait_connected(WAIT)
+    assert len(server.handshakes) == 1 and len(seen) == 1
+    assert server.request_headers[0].get("X-Bot") == "7"
