@@ -128,6 +128,8 @@ class Link:
             self._durable = DurableSender(self, outbox, str(session), ack)
 
         self._stats = LinkStats()
+        self._sent = 0
+        self._received = 0
         self._was_up = False
         self._ws: ClientConnection | None = None
         self._ws_conn = 0
@@ -138,6 +140,7 @@ class Link:
         self._inflight: _Out | None = None
         self._recvq: collections.deque[Message] = collections.deque()
         self._buffer_pulse = _Pulse()
+        self._drained_pulse = _Pulse()
         self._recv_pulse = _Pulse()
         self._room_pulse = _Pulse()
         self._state_pulse = _Pulse()
@@ -158,7 +161,9 @@ class Link:
     @property
     def stats(self) -> LinkStats:
         """A snapshot of the counters (see :class:`LinkStats`)."""
-        return dataclasses.replace(self._stats, attempts=self._core.total_attempts, buffered=self.buffered)
+        return dataclasses.replace(
+            self._stats, attempts=self._core.total_attempts, buffered=self.buffered, sent=self._sent, received=self._received
+        )
 
     @property
     def buffered(self) -> int:
@@ -239,6 +244,10 @@ class Link:
             await self._durable.send(data)
             return
         connected = self._core.state is State.CONNECTED
+        ws = self._ws
+        if connected and ws is not None and not self._buffer and self._inflight is None:
+            await self._write(ws, _Out(data, None))  # fast path: nothing queued, write from here
+            return
         if len(self._buffer) >= self._buffer_limit:
             if self._on_overflow == "raise":
                 raise BufferFullError(
@@ -368,7 +377,7 @@ class Link:
 
     async def _flushed(self) -> None:
         while self._unwritten():
-            waiter = self._buffer_pulse.current
+            waiter = self._drained_pulse.current
             if self._core.state is not State.CONNECTED:
                 return
             await waiter.wait()
@@ -566,7 +575,7 @@ class Link:
                         await self._room_pulse.wait()
                     self._feed(self._core.reader_resumed(conn, self._clock.monotonic()))
                 self._recvq.append(message)
-                self._stats = dataclasses.replace(self._stats, received=self._stats.received + 1)
+                self._received += 1
                 self._recv_pulse.fire()
         except asyncio.CancelledError:
             raise
@@ -588,32 +597,48 @@ class Link:
             return False
 
     async def _writer(self, conn: int, ws: ClientConnection) -> None:
+        """Drain the buffer on connection ``conn`` (messages queued while down or behind a write)."""
         while True:
-            while not self._buffer:
+            while not self._buffer or self._inflight is not None:
                 await self._buffer_pulse.wait()
-            item = self._buffer.popleft()
-            self._inflight = item
-            try:
-                await ws.send(item.data)
-            except BaseException as exc:
-                # The write failed mid-way: back to the front, so order holds and it goes out once after reconnect.
-                self._buffer.appendleft(item)
-                self._inflight = None
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                if isinstance(exc, ConnectionClosed):
-                    return  # the reader reports the loss
-                if ws.transport is not None:
-                    ws.transport.abort()  # the reader sees the loss and the core decides
+            if not await self._write(ws, self._buffer.popleft()):
                 return
+
+    async def _write(self, ws: ClientConnection, item: _Out) -> bool:
+        """Write ``item`` as the only writer; True when written. A failed write goes back to the front."""
+        self._inflight = item
+        try:
+            await ws.send(item.data)
+        except asyncio.CancelledError:
+            # websockets writes an unfragmented frame before its first await, so a cancel means
+            # "written, drain interrupted": count it while the connection lives (re-sending would
+            # duplicate it), requeue it when the connection is being torn down (likely lost).
+            self._wrote(item, written=self._ws is ws and not self._closing)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failed write ends this connection
+            self._wrote(item, written=False)
+            if not isinstance(exc, ConnectionClosed) and ws.transport is not None:
+                ws.transport.abort()  # the reader sees the loss and the core decides
+            return False
+        self._wrote(item, written=True)
+        return True
+
+    def _wrote(self, item: _Out, *, written: bool) -> None:
+        if self._inflight is item:
             self._inflight = None
+        if written:
             self._count_sent()
             item.settle(True)
-            if not self._buffer:
-                self._buffer_pulse.fire()  # close() waits for an empty buffer
+        else:
+            # Back to the front, so order holds and it goes out once after the reconnect.
+            self._buffer.appendleft(item)
+        if self._buffer:
+            self._buffer_pulse.fire()  # the writer takes over what queued up behind this write
+        elif self._inflight is None:
+            self._drained_pulse.fire()  # close() waits for this
 
     def _count_sent(self) -> None:
-        self._stats = dataclasses.replace(self._stats, sent=self._stats.sent + 1)
+        self._sent += 1  # plain ints on the hot path; stats builds the snapshot
 
     async def _ping(self, conn: int, ws: ClientConnection) -> None:
         try:
