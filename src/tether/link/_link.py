@@ -24,7 +24,7 @@ from .._state import State
 from ._admission import Admission
 from ._core import _SHARED_RNG, Abort, Connect, CoreAction, CoreConfig, Emit, GiveUp, LinkCore, SendPing, Sleep
 from ._options import AppPing, JsonAck, Message
-from ._support import LinkStats, _EventStream, _number, _Out, _Pulse, redact_url
+from ._support import LinkStats, _EventStream, _number, _Out, _Pulse, check_options, redact_url
 
 __all__ = ["Link", "LinkStats", "connect"]
 
@@ -72,32 +72,11 @@ class Link:
         self.name = name or redact_url(url)
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._connect_timeout = _number("connect_timeout", connect_timeout, hint="e.g. connect_timeout=10.0")
-        if backoff is not None and not isinstance(backoff, Backoff):
-            raise ConfigError(f"backoff must be a tether.Backoff(...) or None, got {type(backoff).__name__}")
-        if isinstance(buffer_limit, bool) or not isinstance(buffer_limit, int) or buffer_limit < 1:
-            raise ConfigError(f"buffer_limit must be an int >= 1 (e.g. 10_000), got {buffer_limit!r}")
-        if on_overflow not in ("raise", "drop_oldest"):
-            raise ConfigError(f'on_overflow must be "raise" or "drop_oldest", got {on_overflow!r}')
-        if admission is not None and not callable(getattr(admission, "acquire", None)):
-            raise ConfigError("admission must be a tether.Admission(rate=..., burst=...) shared by the links it caps")
-        if classifier is not None and not callable(classifier):
-            raise ConfigError("classifier must be a callable exc -> tether.Decision, or None for the default")
-        if headers is not None and not (callable(headers) or isinstance(headers, Mapping)):
-            raise ConfigError("headers must be a dict, or a (async) callable returning one before every attempt")
-        if subprotocols is not None and (isinstance(subprotocols, str) or not all(isinstance(p, str) for p in subprotocols)):
-            raise ConfigError(f"subprotocols must be a list of strings, e.g. ['v1.chat'], got {subprotocols!r}")
-        if heartbeat is not None and not isinstance(heartbeat, AppPing):
-            raise ConfigError("heartbeat must be tether.AppPing(make=..., is_pong=...) or None for WebSocket pings")
-        if ack is not None and not isinstance(ack, JsonAck):
-            raise ConfigError("ack must be tether.JsonAck(...) or None")
-        if (outbox is None) != (session is None):
-            raise ConfigError("outbox= and session= go together: durable mode needs both (or neither)")
-        if ack is not None and outbox is None:
-            raise ConfigError("ack= needs durable mode: pass outbox= and session= too")
-        try:
-            codes = frozenset(int(c) for c in auth_codes)
-        except (TypeError, ValueError):
-            raise ConfigError(f"auth_codes must be close codes (ints), e.g. {{4001, 4003}}; got {auth_codes!r}") from None
+        codes = check_options(
+            backoff=backoff, buffer_limit=buffer_limit, on_overflow=on_overflow, admission=admission,
+            classifier=classifier, headers=headers, subprotocols=subprotocols, heartbeat=heartbeat,
+            outbox=outbox, session=session, ack=ack, auth_codes=auth_codes,
+        )
         self._core = LinkCore(
             CoreConfig(
                 heartbeat_interval=heartbeat_interval,

@@ -6,16 +6,17 @@ import asyncio
 import collections
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
+from .._backoff import Backoff
 from .._errors import ConfigError
 from .._events import Event
-from ._options import Message
+from ._options import AppPing, JsonAck, Message
 
 if TYPE_CHECKING:
     from ._link import Link
 
-__all__ = ["LinkStats", "redact_url"]
+__all__ = ["LinkStats", "check_options", "redact_url"]
 
 _EVENT_BACKLOG = 10_000  # per events() consumer; the oldest go first if a consumer stops reading
 
@@ -130,3 +131,52 @@ def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = True,
     if not ok or (value <= minimum if strict else value < minimum):
         raise ConfigError(f"{name} must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}; {hint}")
     return float(value)
+
+
+def check_options(
+    *,
+    backoff: Any,
+    buffer_limit: Any,
+    on_overflow: Any,
+    admission: Any,
+    classifier: Any,
+    headers: Any,
+    subprotocols: Any,
+    heartbeat: Any,
+    outbox: Any,
+    session: Any,
+    ack: Any,
+    auth_codes: Any,
+) -> frozenset[int]:
+    """Validate the Link's options (the core checks its own); returns the auth codes as a frozenset.
+
+    Raises:
+        ConfigError: naming the option and saying what to use.
+    """
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ConfigError(f"backoff must be a tether.Backoff(...) or None, got {type(backoff).__name__}")
+    if isinstance(buffer_limit, bool) or not isinstance(buffer_limit, int) or buffer_limit < 1:
+        raise ConfigError(f"buffer_limit must be an int >= 1 (e.g. 10_000), got {buffer_limit!r}")
+    if on_overflow not in ("raise", "drop_oldest"):
+        raise ConfigError(f'on_overflow must be "raise" or "drop_oldest", got {on_overflow!r}')
+    if admission is not None and not callable(getattr(admission, "acquire", None)):
+        raise ConfigError("admission must be a tether.Admission(rate=..., burst=...) shared by the links it caps")
+    if classifier is not None and not callable(classifier):
+        raise ConfigError("classifier must be a callable exc -> tether.Decision, or None for the default")
+    if headers is not None and not (callable(headers) or isinstance(headers, Mapping)):
+        raise ConfigError("headers must be a dict, or a (async) callable returning one before every attempt")
+    if subprotocols is not None and (isinstance(subprotocols, str) or not all(isinstance(p, str) for p in subprotocols)):
+        raise ConfigError(f"subprotocols must be a list of strings, e.g. ['v1.chat'], got {subprotocols!r}")
+    if heartbeat is not None and not isinstance(heartbeat, AppPing):
+        raise ConfigError("heartbeat must be tether.AppPing(make=..., is_pong=...) or None for WebSocket pings")
+    if ack is not None and not isinstance(ack, JsonAck):
+        raise ConfigError("ack must be tether.JsonAck(...) or None")
+    if (outbox is None) != (session is None):
+        raise ConfigError("outbox= and session= go together: durable mode needs both (or neither)")
+    if ack is not None and outbox is None:
+        raise ConfigError("ack= needs durable mode: pass outbox= and session= too")
+    try:
+        codes = frozenset(int(c) for c in auth_codes)
+    except (TypeError, ValueError):
+        raise ConfigError(f"auth_codes must be close codes (ints), e.g. {{4001, 4003}}; got {auth_codes!r}") from None
+    return codes
