@@ -312,6 +312,13 @@ class _Call:
                 p.breaker.record(self.key, False, now)
             else:
                 p.breaker.release(self.key, now)
+            if p.breaker.state(self.key, now) is BreakerState.OPEN:
+                # this failure opened the circuit: sleeping first would only delay the same answer
+                wait = p.breaker.retry_in(self.key, now)
+                err = CircuitOpenError(f"circuit for {self.key!r} is open; it half-opens in {wait:.3g}s ({message})",
+                                       error_class=cls, attempts=self.number)
+                self._give_up(err, cls, str(err))
+                raise err from exc
         cp = self._effective(p.classes[cls])
         backoff = self.state.next_backoff(cls, cp) if cp.action is not Action.FAIL else 0.0
         extra = p.rng.uniform(0.0, p.wait_jitter) if c.retry_after is not None and p.wait_jitter > 0 else 0.0
