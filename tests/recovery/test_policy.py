@@ -364,3 +364,18 @@ def test_bad_options(kwargs):
     """Invalid options raise ConfigError naming what to fix."""
     with pytest.raises(ConfigError):
         RecoveryPolicy(**kwargs)
+
+
+async def test_metrics_can_subscribe(rclock):
+    """tether.observe's Metrics counts the policy's events by class and action through subscribe()."""
+    from tether.observe import Metrics
+
+    m = Metrics(process=False)
+    policy = RecoveryPolicy(clock=rclock)
+    policy.subscribe(m.observe_recovery_event)
+    await policy.run(failing(lambda: FloodWait(2), succeed_after=2))
+    with pytest.raises(AuthKeyUnregistered):
+        await policy.run(failing(lambda: AuthKeyUnregistered("x")))
+    get = m.registry.get_sample_value
+    assert get("tether_recovery_actions_total", {"error_class": "flood_wait", "action": "wait"}) == 2
+    assert get("tether_recovery_actions_total", {"error_class": "auth", "action": "fail"}) == 1

@@ -234,7 +234,7 @@ def _name_of(fn: Any) -> str:
 class _Call:
     """One call's journey through the policy (the shell around ``plan``)."""
 
-    __slots__ = ("p", "key", "state", "started", "deadline_at", "last_action", "seen", "number")
+    __slots__ = ("p", "key", "state", "started", "deadline_at", "last_action", "last_class", "seen", "number")
 
     def __init__(self, policy: RecoveryPolicy, key: str, deadline: float | None) -> None:
         self.p = policy
@@ -245,6 +245,7 @@ class _Call:
         limit = deadline if deadline is not None else policy.deadline
         self.deadline_at = None if limit is None else now + limit
         self.last_action: Action | None = None
+        self.last_class: ErrorClass | None = None
         self.seen: set[ErrorClass] = set()
         self.number = 0
         policy._stats.calls += 1
@@ -258,7 +259,7 @@ class _Call:
             if not p.breaker.allow(self.key, now):
                 wait = p.breaker.retry_in(self.key, now)
                 err = CircuitOpenError(f"circuit for {self.key!r} is open; it half-opens in {wait:.3g}s", attempts=self.number)
-                self._give_up(err, ErrorClass.UNKNOWN if not self.seen else next(iter(self.seen)), str(err), count_class=False)
+                self._give_up(err, self.last_class or ErrorClass.UNKNOWN, str(err), count_class=False)
                 raise err
         self.number += 1
 
@@ -304,6 +305,7 @@ class _Call:
         message = mask_secrets(c.reason or describe(exc))
         self.state.failures += 1
         self.seen.add(cls)
+        self.last_class = cls
         book.classes[cls][0] += 1
         if self.last_action is not None:
             book.actions[self.last_action][2] += 1

@@ -9,6 +9,7 @@ and python-telegram-bot are recognised whether or not those libraries are instal
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +27,12 @@ ClassifyFn = Callable[[BaseException, float], "Classification | None"]
 
 def class_names(exc: BaseException) -> frozenset[str]:
     """Names of every class in the exception's MRO (so subclasses match their parents' rules)."""
-    return frozenset(k.__name__ for k in type(exc).__mro__)
+    return _mro_names(type(exc))
+
+
+@functools.lru_cache(maxsize=1024)
+def _mro_names(kind: type) -> frozenset[str]:
+    return frozenset(k.__name__ for k in kind.__mro__)
 
 
 def read_seconds(value: Any, *, now: float) -> float | None:
