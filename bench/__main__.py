@@ -134,6 +134,7 @@ def _chaos_row(sc: Scenario, r: dict[str, Any]) -> None:
         "reconnects": r["reconnects"],
         "Retry-After violations": r["retry_after_violations"],
         "memory slope KiB/min": r["memory_slope_kib_per_min"],
+        "drain s": r["drain_s"] if r["drained"] else f"> {r['drain_s']:.0f} ({r['undelivered_at_end']} left)",
         "result": "PASS" if r["passed"] else "FAIL",
     }, baseline=mode == "direct"))
     extra = f"; service exit code on SIGTERM {r['service_exit_code']}" if mode == "service" else ""

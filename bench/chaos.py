@@ -22,7 +22,8 @@ outbox drains, every link is closed and we report:
   id-based receiver could catch); redeliveries of the same id are counted separately (at-least-once
   on the wire is expected; the receiver's dedupe makes the effect exactly-once);
 - leaked tasks: asyncio tasks still alive after every link, the outbox and the proxy were closed;
-- memory slope of the process holding the sessions (KiB/min, least squares over the second half);
+- memory slope of the process holding the sessions (KiB/min, least squares over the second half;
+  in direct mode each sample follows a ``gc.collect()``, so cyclic garbage does not count as growth);
 - Retry-After violations: a session reconnecting sooner than a 1013 close told it to.
 
 Exit status 0 only with zero lost, zero duplicated and zero leaked tasks.
@@ -129,10 +130,10 @@ class Upstream:
         assert self.child is not None
         self.child.kill()
         await self.child.close()
+        self.child = replacement  # from here on, whatever happens, the replacement is the upstream
         await asyncio.sleep(down)
         await replacement.send({"cmd": "listen"})
         await replacement.read(10)
-        self.child = replacement
 
     async def ask(self, cmd: dict[str, Any]) -> dict[str, Any]:
         assert self.child is not None
@@ -402,13 +403,20 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
         # the sessions live in this process (direct) or in the service's (service mode)
         target = psutil.Process(fleet.svc.pid) if mode == "service" else proc
         for _ in range(int(seconds) + 600):
+            if target is proc:
+                # connections are reference cycles: without a collection the slope shows garbage that the
+                # next full GC frees, not a leak
+                gc.collect()
             with contextlib.suppress(psutil.Error):
                 rss.append((time.monotonic(), float(target.memory_info().rss)))
             await asyncio.sleep(1.0)
 
     async def injector() -> None:
         for _ in range(int(seconds / max(fault_every, 0.5)) + 1):
-            await asyncio.sleep(fault_every * (0.5 + rng.random()))
+            # wait for the next fault, or for the end of the run; a fault in progress always completes
+            # (cancelling one halfway would leave, e.g., the upstream killed and never restarted)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop_producing.wait(), fault_every * (0.5 + rng.random()))
             if stop_producing.is_set():
                 return
             kind = rng.choice(faults_enabled)
@@ -441,11 +449,29 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
         helpers = [asyncio.create_task(producer(i)) for i in range(sessions)]
         inj = asyncio.create_task(injector())
         samp = asyncio.create_task(sampler())
-        await asyncio.sleep(seconds)
+        if os.environ.get("BENCH_CHAOS_TRACEMALLOC"):
+            # diagnosis of a positive memory slope: what grew between a third of the run and its end
+            import tracemalloc
+
+            tracemalloc.start(10)
+            await asyncio.sleep(seconds / 3)
+            gc.collect()
+            snap = tracemalloc.take_snapshot()
+            await asyncio.sleep(seconds * 2 / 3)
+            gc.collect()
+            for stat in tracemalloc.take_snapshot().compare_to(snap, "traceback")[:8]:
+                print(f"[chaos grew] {stat.size_diff / 1024:+.0f} KiB {stat.count_diff:+d} blocks", file=sys.stderr)
+                for line in stat.traceback.format()[-6:]:
+                    print(f"    {line}", file=sys.stderr)
+            tracemalloc.stop()
+        else:
+            await asyncio.sleep(seconds)
         stop_producing.set()
         await asyncio.gather(*helpers, return_exceptions=True)
-        inj.cancel()
-        await asyncio.gather(inj, return_exceptions=True)
+        try:
+            await asyncio.wait_for(inj, 30)  # finishes the fault in progress, then returns
+        except asyncio.TimeoutError:
+            say("fault injector did not finish within 30 s")
         proxy.heal()
         await upstream.ask({"cmd": "auth", "valid": True})
         say("faults stopped; draining")
@@ -454,6 +480,8 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
             rep.undelivered_at_end = await fleet.undelivered()
             if rep.undelivered_at_end == 0:
                 rep.drained = True
+                break
+            if time.monotonic() - d0 > drain_timeout:
                 break
             await asyncio.sleep(0.1)
         rep.drain_s = time.monotonic() - d0

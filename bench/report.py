@@ -148,7 +148,7 @@ def summary_markdown(scenarios: list[Scenario]) -> list[str]:
                 lines.append(f"- **{label}** ({sc.primary}): {figs}")
                 continue
             peers = [
-                f"{r.system} {fmt(r.figures.get(sc.primary))} ({_ratio(r, base, sc.primary, sc.lower_is_better)})"
+                f"{r.system} {fmt(r.figures.get(sc.primary))}, {_ratio(r, base, sc.primary, sc.lower_is_better)}"
                 for r in rows if r is not base
             ]
             lines.append(f"- **{label}**: {base.system} {fmt(base.figures[sc.primary])} {sc.primary}"

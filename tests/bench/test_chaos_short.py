@@ -6,29 +6,45 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _chaos(*args: str, timeout: float = 110) -> tuple[dict[str, Any], str, int]:
+    proc = subprocess.run([sys.executable, "-m", "bench.chaos", *args, "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    summary = proc.stdout + proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), summary, proc.returncode
+
+
 def test_short_chaos_run_loses_nothing_duplicates_nothing_leaks_nothing() -> None:
-    """20 durable sessions through kills, blackholes, resets, 1013s and a token outage: zero lost, zero dup, zero leaked."""
+    """20 durable Links through kills, blackholes, resets, 1013s and a token outage: zero lost, dup, leaked."""
     from bench.chaos import durable_link_available
 
     if not durable_link_available():
         print("SKIP: durable Link mode (outbox=, session=, ack=) has not landed in tether.link")
         pytest.skip("durable Link mode (tether.link._durable) has not landed")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.chaos", "--seconds", "15", "--sessions", "20", "--rate", "4",
-         "--fault-every", "2.5", "--seed", "7", "--drain-timeout", "30", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=110,
-    )
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    summary = proc.stdout + proc.stderr[-2000:]
+    report, summary, rc = _chaos("--mode", "direct", "--seconds", "15", "--sessions", "20", "--rate", "4",
+                                 "--fault-every", "2.5", "--seed", "7", "--drain-timeout", "30")
     assert report["produced"] > 0, summary
     assert report["lost"] == 0, summary
     assert report["duplicated"] == 0, summary
     assert report["leaked_tasks"] == 0, summary
     assert sum(report["faults"].values()) >= 3, summary  # the faults really happened
-    assert proc.returncode == 0, summary
+    assert rc == 0, summary
+
+
+@pytest.mark.xfail(strict=False, reason="the service acks a message once written to the socket, not when the "
+                   "upstream acknowledges it: a partition loses what was written into it (see BENCHMARKS.md)")
+def test_service_loses_nothing_through_partitions() -> None:
+    """Sessions inside tether serve keep every accepted message through blackholes that drop in-flight bytes."""
+    pytest.importorskip("tether.service")
+    report, summary, rc = _chaos("--mode", "service", "--faults", "blackhole", "--seconds", "10", "--sessions", "10",
+                                 "--rate", "10", "--fault-every", "2.5", "--seed", "11", "--drain-timeout", "30")
+    assert report["produced"] > 0, summary
+    assert report["lost"] == 0, summary
+    assert report["duplicated"] == 0, summary
+    assert rc == 0, summary
