@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from .._backoff import Backoff
-from .._classify import DEFAULT_AUTH_CODES, default_link_classifier
+from .._classify import DEFAULT_AUTH_CODES
 from .._clock import SYSTEM_CLOCK, Clock, SystemClock, wait_for
 from .._decision import Action, Decision, ErrorClass
 from .._errors import BufferFullError, ConfigError, LinkClosedError, LinkError, MessageTypeError, NotConnectedError
@@ -27,6 +27,22 @@ from ._options import AppPing, JsonAck, Message
 from ._support import LinkStats, _EventStream, _number, _Out, _Pulse, check_options, redact_url
 
 __all__ = ["Link", "LinkStats", "connect"]
+
+
+def _shared_link_classifier(
+    codes: frozenset[int], reconnect_on_normal_close: bool, wall: Callable[[], float]
+) -> Callable[[BaseException], Decision]:
+    """The default classifier: ``tether.recovery.link_classifier`` with packs built once per code set."""
+    from ..recovery._packs import default_packs
+    from ..recovery._rules import link_classifier
+
+    packs = _PACKS.get(codes)
+    if packs is None:
+        packs = _PACKS[codes] = tuple(tuple(p) for p in default_packs(auth_codes=codes))
+    return link_classifier(packs=packs, reconnect_on_normal_close=reconnect_on_normal_close, now=wall)
+
+
+_PACKS: dict[frozenset[int], tuple[tuple[object, ...], ...]] = {}
 
 log = logging.getLogger("tether.link")
 
@@ -94,10 +110,8 @@ class Link:
         self._subprotocols = list(subprotocols) if subprotocols is not None else None
         self._app_ping = heartbeat
         if classifier is None:
-            clk = self._clock
-
-            def classifier(exc: BaseException) -> Decision:
-                return default_link_classifier(exc, now=clk.wall(), auth_codes=codes, reconnect_on_normal_close=reconnect_on_normal_close)
+            # One classification serves both: the recovery engine's rule packs decide for the Link too.
+            classifier = _shared_link_classifier(frozenset(codes), reconnect_on_normal_close, self._clock.wall)
 
         self._classifier = classifier
         self._durable = None
