@@ -127,6 +127,7 @@ def _chaos_row(sc: Scenario, r: dict[str, Any]) -> None:
     mode = r.get("mode", "direct")
     sc.rows.append(Row(f"{MODE_NAMES.get(mode, mode)}, {r['sessions']} sessions", {
         "lost": r["lost"],
+        "still queued": r["undelivered_at_end"],
         "duplicated": r["duplicated"],
         "leaked tasks": r["leaked_tasks"],
         "produced": r["produced"],
@@ -139,7 +140,8 @@ def _chaos_row(sc: Scenario, r: dict[str, Any]) -> None:
     }, baseline=mode == "direct"))
     extra = f"; service exit code on SIGTERM {r['service_exit_code']}" if mode == "service" else ""
     sc.notes.append(
-        f"{mode}: faults {r['faults']}; drained {r['drained']} in {r['drain_s']:.1f} s; dead letters "
+        f"{mode}: faults {r['faults']}; drained {r['drained']} in {r['drain_s']:.1f} s (session states then: "
+        f"{r.get('states_at_end')}); dead letters "
         f"{r['dead_letters']}; leaked threads {r['leaked_threads']}; RSS {r['rss_start_mib']:.0f} → "
         f"{r['rss_end_mib']:.0f} MiB; send errors {r['send_errors']} {r.get('send_error_kinds') or ''}{extra}"
         + (f"; lost e.g. {', '.join(r['lost_examples'][:5])}" if r.get("lost_examples") else ""))
