@@ -24,6 +24,7 @@ def version() -> None:
 # (lines are added here as subsystems land)
 from .service._cli import register as _register_service; _register_service(app)  # noqa: E402,E702
 from .supervise._cli import register as _register_supervise; _register_supervise(app)  # noqa: E402,E702
+from .service._config_cli import register as _register_config; _register_config(app)  # noqa: E402,E702
 
 if __name__ == "__main__":  # pragma: no cover
     app()

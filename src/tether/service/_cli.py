@@ -47,7 +47,10 @@ def serve(
     try:
         from ..observe import service_observability  # metrics, error tracker, alerts, log files
 
-        code = asyncio.run(run(settings, observability=service_observability(settings)))
+        from ._config_model import alert_actions  # [alerts] destinations; config changes re-apply them live
+
+        obs = service_observability(settings, actions=alert_actions(settings.alerts))
+        code = asyncio.run(run(settings, observability=obs))
     except TetherError as exc:  # ConfigError, StoreUnavailable: the message says what to fix
         _fail(str(exc))
     except OSError as exc:

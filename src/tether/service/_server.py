@@ -104,10 +104,18 @@ async def serve(settings: Settings, *, observability: Observability | None = Non
     Raises:
         ConfigError: beyond loopback without a token, or the port is busy.
     """
-    settings.check_can_serve()
-    sock = bind_socket(settings.host, settings.port)
+    from ._config import ConfigManager
+
+    config_manager = ConfigManager(settings)
+    settings = config_manager.open()  # the latest stored version (API changes survive restarts), see _config
+    try:
+        settings.check_can_serve()
+        sock = bind_socket(settings.host, settings.port)
+    except BaseException:
+        await config_manager.close()
+        raise
     port = sock.getsockname()[1]
-    service = Service(settings, observability=observability)
+    service = Service(settings, observability=observability, config=config_manager)
     try:
         await service.start()
     except BaseException:
@@ -115,6 +123,9 @@ async def serve(settings: Settings, *, observability: Observability | None = Non
         await service.close("startup failed")
         raise
     app = create_app(service)
+    from ._config_api import config_router
+
+    app.include_router(config_router(service))
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3,
                             ws_ping_interval=20, ws_ping_timeout=20, server_header=False)
     server = _Server(config)

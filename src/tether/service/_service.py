@@ -101,8 +101,9 @@ class Service:
     """
 
     def __init__(self, settings: Settings, *, clock: Clock = SYSTEM_CLOCK,
-                 observability: Observability | None = None) -> None:
+                 observability: Observability | None = None, config: Any = None) -> None:
         self.settings = settings
+        self.config = config  # a ConfigManager (tether.service._config), opened by serve()
         self.clock = clock
         self.observability = observability or Observability()
         self.errors = ErrorLog()
@@ -142,6 +143,13 @@ class Service:
         self.events.append(ServiceStarted(len(self.manager.list()), at=self.started_at))
         if self.observability.on_start is not None:
             await _maybe_await(self.observability.on_start(self))
+        if self.config is not None:  # live config changes reach sessions, sweep and alerts from here on
+            from ._config_apply import wire_config
+
+            _, alerts = wire_config(self)
+            if alerts is not None:
+                await alerts.apply(self.settings, evaluate=False)
+            await self.config.start()
 
     async def close(self, reason: str = "shutdown") -> None:
         """Stop accepting, drain (bounded by ``shutdown_timeout``), close everything in reverse order."""
@@ -150,6 +158,8 @@ class Service:
         self.closing = True
         if self.events is not None:
             self.events.append(ServiceStopping(reason, at=self.clock.wall()))
+        if self.config is not None:
+            await self.config.close()
         if self.observability.on_close is not None:
             try:
                 await _maybe_await(self.observability.on_close(self))

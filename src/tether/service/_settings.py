@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from .._errors import ConfigError
+from ._config_model import AlertSettings, RecoverySettings, SupervisorSettings
 
 __all__ = ["Settings", "SessionDefaults", "WebhookSettings", "load_settings", "is_loopback"]
 
@@ -86,9 +87,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sessions: SessionDefaults = Field(default_factory=SessionDefaults)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
 
     # The TOML path is not a setting itself; load_settings() passes it through this class attribute.
     toml_file: ClassVar[Path | None] = None
+    # ... and the explicit overrides (CLI flags), so a config reload from the file keeps them.
+    overrides: ClassVar[dict[str, Any]] = {}
 
     @field_validator("host")
     @classmethod
@@ -167,7 +173,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     clean = {k: v for k, v in overrides.items() if v is not None}
 
     # A subclass per call keeps the TOML path out of the shared class (tests load many configs).
-    cls = type("Settings", (Settings,), {"toml_file": path})
+    cls = type("Settings", (Settings,), {"toml_file": path, "overrides": clean})
     try:
         return cls(**clean)
     except ValidationError as exc:

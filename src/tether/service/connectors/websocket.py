@@ -122,6 +122,21 @@ class WebSocketConnector:
         self._delivered = 0
         self._stopped = False
 
+    def configure(self, defaults: Any) -> None:
+        """Take new ``[sessions]`` defaults (this session's own options still win): heartbeat and
+        backoff apply at the link's next cycle, without reconnecting."""
+        opts = WebSocketOptions.model_validate(dict(self._ctx.options))
+
+        def pick(name: str, fallback: Any) -> Any:
+            value = getattr(opts, name)
+            return value if value is not None else getattr(defaults, name, fallback)
+
+        base = pick("backoff_base", 3.0)
+        self._link.configure(heartbeat_interval=pick("heartbeat_interval", 20.0),
+                             heartbeat_timeout=pick("heartbeat_timeout", 10.0),
+                             backoff=Backoff(base=base, factor=2.0, cap=max(pick("backoff_cap", 60.0), base),
+                                             jitter="equal"))
+
     @property
     def state(self) -> State:
         return self._link.state
