@@ -76,3 +76,47 @@ def test_retry_delay_honours_the_server_wait() -> None:
     assert send_retry_delay(flood, 1, 0.0) >= 9.0
     assert send_retry_delay(TimeoutError("t"), 4, 0.0) > send_retry_delay(TimeoutError("t"), 1, 0.0)
     assert send_retry_delay(RuntimeError("bug"), 50, 0.0) <= 60.0
+
+
+class _Waits(TetherError):
+    """A connector error that names a wait only through its own ``retry_after`` attribute."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"upstream says wait {retry_after}s")
+        self.retry_after = retry_after
+
+
+def test_a_named_wait_is_a_hold_of_at_least_that_long() -> None:
+    """An error's own ``retry_after`` (and a Telegram 429's) is waited in full and marked a hold, not a failure."""
+    from tether.service._manager import send_verdict
+    from tether.service.connectors.telegram import BotAPIRateLimited
+
+    v = send_verdict(_Waits(9.0), 1, 0.0)
+    assert v.action == "hold" and v.delay >= 9.0
+    tg = BotAPIRateLimited("429", method="sendMessage", status_code=429, error_code=429, retry_after=7.5)
+    v = send_verdict(tg, 3, 0.0)
+    assert v.action == "hold" and v.delay >= 7.5
+    assert send_verdict(RuntimeError("bug"), 1, 0.0).action == "retry"
+
+
+async def test_rate_limit_holds_do_not_count_toward_dead_letters(tmp_path: Path) -> None:
+    """Three 429 holds on a message with outbox_max_attempts=2: it is still delivered, with no attempt counted."""
+    from tether.service.connectors.telegram import BotAPIRateLimited
+
+    ScriptedConnector.fail[:] = [BotAPIRateLimited("429", method="sendMessage", status_code=429, error_code=429,
+                                                   retry_after=0.05) for _ in range(3)]
+    ScriptedConnector.sent[:] = []
+    settings = fast_settings(tmp_path, sessions=dict(backoff_base=0.05, backoff_cap=0.2, max_attempts=None,
+                                                     outbox_max_attempts=2))
+    service = Service(settings)
+    await service.start()
+    try:
+        mgr = service.manager
+        await mgr.create(session_id="x", kind="scripted", options={})
+        mid = await mgr.send("x", "m0")
+        await eventually(lambda: ScriptedConnector.sent == ["m0"], timeout=10, what="delivered after the holds")
+        msg = {m.id: m for m in await mgr.messages("x")}[mid]
+        assert msg.status == "delivered" and msg.attempts == 0
+        assert await service.stores.outbox.dead_letters("x") == []
+    finally:
+        await service.close()

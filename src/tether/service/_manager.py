@@ -8,9 +8,11 @@ brings back exactly what was running and never resurrects a logged-out session.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -30,7 +32,7 @@ from .._errors import (
 from .._decision import Action
 from .._state import State
 from ..link import Admission
-from ..recovery import DEFAULT_CLASS_POLICIES, classify
+from ..recovery import DEFAULT_CLASS_POLICIES, ClassPolicy, Step, classify, plan
 from ._connector import CONNECTOR_OPTIONS, CONNECTOR_SECRETS, CONNECTORS, Connector, ConnectorContext, InboundMessage
 from ._db import ServiceDB, SessionRow
 from ._eventlog import EventLog
@@ -51,7 +53,7 @@ from ._events import (
 from ._settings import Settings
 from ._stores import Stores
 
-__all__ = ["SessionManager", "Session", "InvalidOptions", "mask_secrets", "SESSION_ID_RE"]
+__all__ = ["SessionManager", "Session", "InvalidOptions", "mask_secrets", "SESSION_ID_RE", "SendVerdict", "send_verdict"]
 
 log = logging.getLogger("tether.service")
 
@@ -64,19 +66,56 @@ _SECRET_KEY_RE = re.compile(r"(token|secret|password|passwd|authorization|cookie
 _URL_SECRET_RE = re.compile(r"(bot\d+:)[A-Za-z0-9_-]+|((?:token|key|secret|password)=)[^&\s]+|(//[^/:@\s]+:)[^@/\s]+@", re.I)
 
 
-def send_retry_delay(exc: BaseException, failures: int, now: float) -> float:
-    """How long a message waits after a failed send: the recovery engine's classification decides.
+@dataclass(frozen=True, slots=True)
+class SendVerdict:
+    """What the delivery loop does with a message whose send failed.
 
-    A server-mandated wait (Telegram 429 ``retry_after``, HTTP ``Retry-After``) is never shortened;
-    otherwise the class's backoff step grows with consecutive failures (capped at 60 s). The outbox
-    bounds the attempts (``outbox_max_attempts``), then dead-letters the message with the reason.
+    Attributes:
+        action: ``"retry"`` (a failed attempt: counts toward ``outbox_max_attempts``) or ``"hold"``
+            (the upstream named a wait, e.g. Telegram 429 ``retry_after``: not a failure of the
+            message, so it counts nothing).
+        delay: seconds before the message is handed out again (never less than a server's wait).
+        reason: the classification's short text.
+    """
+
+    action: str
+    delay: float
+    reason: str
+
+
+def _server_wait(exc: BaseException, named: float | None) -> float | None:
+    """The longest wait the upstream asked for: the classifier's, or the error's own ``retry_after``
+    (a connector's error may carry one that no rule pack knows)."""
+    own = getattr(exc, "retry_after", None)
+    if not isinstance(own, (int, float)) or isinstance(own, bool) or not math.isfinite(own) or own < 0:
+        own = None
+    waits = [w for w in (named, own) if w is not None]
+    return max(waits) if waits else None
+
+
+def send_verdict(exc: BaseException, failures: int, now: float) -> SendVerdict:
+    """Decide about a failed send with the recovery engine (``classify`` + ``plan``, as webhooks do).
+
+    A server-mandated wait is a hold of at least that long; otherwise the class's backoff step grows
+    with consecutive failures (capped at 60 s) and the outbox bounds the attempts.
     """
     c = classify(exc, now=now)
+    wait = _server_wait(exc, c.retry_after)
     cp = DEFAULT_CLASS_POLICIES[c.error_class]
-    step = min(60.0, max(0.5, cp.delay) * (max(cp.factor, 1.5) ** min(failures - 1, 20)))
+    step = min(60.0, max(0.5, cp.delay) * (max(cp.factor, 1.5) ** min(max(failures, 1) - 1, 20)))
     if cp.action is Action.FAIL:
-        step = 60.0  # permanent: a retry will likely fail too; don't hammer, let the attempts run out
-    return max(step, c.retry_after or 0.0)
+        step = 60.0  # e.g. AUTH: a retry will likely fail too; don't hammer, let the attempts run out
+    # The outbox bounds the attempts (outbox_max_attempts), so the class's own retry budget is not used.
+    policy = ClassPolicy(Action.WAIT if wait is not None else Action.RETRY, max_retries=1, delay=step)
+    decision = plan(dataclasses.replace(c, retry_after=wait), policy, used=0, now=0.0, deadline_at=None,
+                    max_wait=math.inf, backoff=step)
+    assert isinstance(decision, Step)  # WAIT/RETRY with a retry left and no deadline always continue
+    return SendVerdict("hold" if decision.server_wait is not None else "retry", decision.delay, c.reason)
+
+
+def send_retry_delay(exc: BaseException, failures: int, now: float) -> float:
+    """How long a message waits after a failed send (see :func:`send_verdict`)."""
+    return send_verdict(exc, failures, now).delay
 
 
 class InvalidOptions(ConfigError):
@@ -521,12 +560,16 @@ class SessionManager:
             try:
                 await wait_for(conn.send(m.payload), cfg.send_timeout, self._clock)
             except Exception as exc:  # TetherError, timeout, OSError, or a connector bug: retry later
-                failures += 1
-                s.send_failures += 1
                 reason = f"{type(exc).__name__}: {exc}"
                 not_connected = isinstance(exc, NotConnectedError)
-                delay = 0.0 if not_connected else send_retry_delay(exc, failures, self._clock.wall())
-                await outbox.nack([x.id for x in batch[i:]], delay, reason=reason)
+                verdict = SendVerdict("retry", 0.0, "not connected") if not_connected else \
+                    send_verdict(exc, failures + 1, self._clock.wall())
+                hold = verdict.action == "hold"
+                if not hold:  # a wait the upstream named is not a failure: no backoff growth, no attempt
+                    failures += 1
+                s.send_failures += 1
+                delay = verdict.delay
+                await outbox.nack([x.id for x in batch[i:]], delay, reason=reason, count=not hold)
                 self._emit(MessageSendFailed(s.id, m.id, reason, delay, at=self._clock.wall()))
                 if not not_connected:
                     await self._clock.sleep(delay)

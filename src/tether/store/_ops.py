@@ -180,7 +180,7 @@ def _ack(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], now: 
 
 
 def _nack(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], now: float, delay: float,
-          reason: str | None, ordered: bool, max_attempts: int | None) -> None:
+          reason: str | None, ordered: bool, max_attempts: int | None, count: bool = True) -> None:
     heads: dict[str, int] = {}
     for seq in seqs:
         row = conn.execute("SELECT session, attempts FROM outbox WHERE seq = ? AND status = 'leased'",
@@ -188,7 +188,7 @@ def _nack(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], now:
         if row is None:  # not leased (acked, dead, unknown, or already nacked): nothing to give back
             continue
         session, attempts = row
-        attempts += 1
+        attempts += 1 if count else 0
         if max_attempts is not None and attempts >= max_attempts:
             _bury(conn, state, seq, f"gave up after {attempts} attempts: {reason or 'nacked'}", now,
                   attempts)

@@ -249,11 +249,14 @@ class Outbox:
         if seqs:
             await self._run(_ack, seqs, self._clock.wall())
 
-    async def nack(self, ids: Iterable[str], delay: float = 0.0, *, reason: str | None = None) -> None:
+    async def nack(self, ids: Iterable[str], delay: float = 0.0, *, reason: str | None = None,
+                   count: bool = True) -> None:
         """Give leased messages back; they are handed out again after ``delay`` seconds.
 
         Counts one failed attempt per message; at ``max_attempts`` the message moves to the
-        dead letters with ``reason``. Ids that are not leased are ignored.
+        dead letters with ``reason``. ``count=False`` counts nothing: for a wait the server
+        mandated (a 429 ``retry_after``), which is not a failure of the message. Ids that are
+        not leased are ignored.
         """
         seqs = _check_ids(ids)
         delay = _check_seconds("delay", delay)
@@ -261,7 +264,7 @@ class Outbox:
             raise StoreTypeError(f"reason must be a str or None, got {type(reason).__name__}")
         if seqs:
             await self._run(_nack, seqs, self._clock.wall(), delay, reason, self._ordered,
-                            self._max_attempts)
+                            self._max_attempts, bool(count))
 
     async def depth(self, session: str | None = None) -> int:
         """Undelivered (pending or leased) messages, of one session or of all."""
