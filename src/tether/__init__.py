@@ -26,6 +26,7 @@ from ._errors import (
     StoreError,
     StoreUnavailable,
     StoreTypeError,
+    LeaseLost,
     SupervisorError,
     TetherError,
     WaitTooLong,
@@ -90,6 +91,7 @@ __all__ = [
     "OutboxFull",
     "StoreUnavailable",
     "StoreTypeError",
+    "LeaseLost",
     "SupervisorError",
     # durable delivery
     "Outbox",

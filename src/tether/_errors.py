@@ -22,7 +22,8 @@ translated where they enter tether and kept as ``__cause__``::
     ├── StoreError             durable storage
     │   ├── OutboxFull         the outbox is at its size limit
     │   ├── StoreUnavailable   the database file is corrupt, locked or unreadable
-    │   └── StoreTypeError     a store call got an argument of the wrong type (also a TypeError)
+    │   ├── StoreTypeError     a store call got an argument of the wrong type (also a TypeError)
+│   └── LeaseLost          a fenced write by a node that no longer owns the session
     ├── SupervisorError        the process supervisor
     └── DeliveryError          an alert notification could not be delivered (webhook, email, Telegram)
 """
@@ -50,6 +51,7 @@ __all__ = [
     "OutboxFull",
     "StoreUnavailable",
     "StoreTypeError",
+    "LeaseLost",
     "SupervisorError",
     "DeliveryError",
 ]
@@ -154,6 +156,13 @@ class StoreUnavailable(StoreError):
 
 class StoreTypeError(StoreError, TypeError):
     """A store call got an argument of the wrong type (payload not str/bytes, id not str, ...)."""
+
+
+class LeaseLost(StoreError):
+    """This node no longer owns the session (its lease expired or another node holds it now).
+
+    Raised by a fenced store write: the write was refused, nothing changed. Stop acting on the session.
+    """
 
 
 class SupervisorError(TetherError):
