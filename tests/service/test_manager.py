@@ -120,3 +120,26 @@ async def test_rate_limit_holds_do_not_count_toward_dead_letters(tmp_path: Path)
         assert await service.stores.outbox.dead_letters("x") == []
     finally:
         await service.close()
+
+
+async def test_a_payload_that_can_never_be_sent_is_dead_lettered_at_once(tmp_path: Path) -> None:
+    """InvalidBotPayload (PERMANENT) goes to the dead letters with its reason at once; the next message still goes out."""
+    from tether.service.connectors.telegram import InvalidBotPayload
+
+    ScriptedConnector.fail[:] = [InvalidBotPayload("telegram-bot payload needs a non-empty 'text'")]
+    ScriptedConnector.sent[:] = []
+    service = Service(fast_settings(tmp_path))
+    await service.start()
+    try:
+        mgr = service.manager
+        await mgr.create(session_id="x", kind="scripted", options={})
+        bad = await mgr.send("x", '{"chat_id": 1}')
+        await mgr.send("x", "m1")
+        await eventually(lambda: ScriptedConnector.sent == ["m1"], timeout=10, what="the next message delivered")
+        dead = await service.stores.outbox.dead_letters("x")
+        assert [d.id for d in dead] == [bad]
+        assert "non-empty 'text'" in dead[0].reason and dead[0].attempts == 0
+        types = [r.type for r in service.events.since(0, session="x")]
+        assert types.count("message.dead_lettered") == 1 and "message.send_failed" not in types
+    finally:
+        await service.close()

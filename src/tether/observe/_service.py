@@ -101,6 +101,9 @@ def _dispatch(obs: Observer, sev: Any, event: Any) -> None:
     elif isinstance(event, sev.MessageSendFailed):
         obs.tracker.record(f"send failed: {event.reason}", "medium", "delivery", event.session,
                            {"message_id": event.message_id, "retry_in": event.retry_in})
+    elif isinstance(event, sev.MessageDeadLettered):
+        obs.tracker.record(f"message dead-lettered: {event.reason}", "high", "delivery", event.session,
+                           {"message_id": event.message_id})
     elif isinstance(event, sev.WebhookFailed) and event.final:
         obs.tracker.record(f"webhook gave up: {event.reason}", "high", "webhook", event.session,
                            {"url": event.url, "message_id": event.message_id, "attempts": event.attempts})

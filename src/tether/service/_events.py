@@ -24,6 +24,7 @@ __all__ = [
     "MessageQueued",
     "MessageSent",
     "MessageSendFailed",
+    "MessageDeadLettered",
     "MessageReceived",
     "WebhookDelivered",
     "WebhookFailed",
@@ -130,6 +131,16 @@ class MessageSendFailed(ServiceEvent):
     message_id: str
     reason: str
     retry_in: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeadLettered(ServiceEvent):
+    """An outbound message can never be delivered (a payload the upstream always refuses, a chat
+    that blocked the bot): it went to the dead letters at once with ``reason``; the session goes on."""
+
+    session: str
+    message_id: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

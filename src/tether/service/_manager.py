@@ -29,7 +29,7 @@ from .._errors import (
     SessionNotFound,
     TetherError,
 )
-from .._decision import Action
+from .._decision import Action, ErrorClass
 from .._state import State
 from ..link import Admission
 from ..recovery import DEFAULT_CLASS_POLICIES, ClassPolicy, Step, classify, plan
@@ -37,6 +37,7 @@ from ._connector import CONNECTOR_OPTIONS, CONNECTOR_SECRETS, CONNECTORS, Connec
 from ._db import ServiceDB, SessionRow
 from ._eventlog import EventLog
 from ._events import (
+    MessageDeadLettered,
     MessageQueued,
     MessageReceived,
     MessageSendFailed,
@@ -71,9 +72,10 @@ class SendVerdict:
     """What the delivery loop does with a message whose send failed.
 
     Attributes:
-        action: ``"retry"`` (a failed attempt: counts toward ``outbox_max_attempts``) or ``"hold"``
+        action: ``"retry"`` (a failed attempt: counts toward ``outbox_max_attempts``), ``"hold"``
             (the upstream named a wait, e.g. Telegram 429 ``retry_after``: not a failure of the
-            message, so it counts nothing).
+            message, so it counts nothing) or ``"dead"`` (the message can never be sent, PERMANENT:
+            dead-lettered at once with the reason).
         delay: seconds before the message is handed out again (never less than a server's wait).
         reason: the classification's short text.
     """
@@ -100,6 +102,8 @@ def send_verdict(exc: BaseException, failures: int, now: float) -> SendVerdict:
     with consecutive failures (capped at 60 s) and the outbox bounds the attempts.
     """
     c = classify(exc, now=now)
+    if c.error_class is ErrorClass.PERMANENT:
+        return SendVerdict("dead", 0.0, c.reason)  # e.g. InvalidBotPayload: retrying repeats the refusal
     wait = _server_wait(exc, c.retry_after)
     cp = DEFAULT_CLASS_POLICIES[c.error_class]
     step = min(60.0, max(0.5, cp.delay) * (max(cp.factor, 1.5) ** min(max(failures, 1) - 1, 20)))
@@ -564,6 +568,14 @@ class SessionManager:
                 not_connected = isinstance(exc, NotConnectedError)
                 verdict = SendVerdict("retry", 0.0, "not connected") if not_connected else \
                     send_verdict(exc, failures + 1, self._clock.wall())
+                if verdict.action == "dead":
+                    # This message alone is at fault: bury it with the reason, go on with the rest
+                    # of the batch (still leased by us, in order).
+                    s.send_failures += 1
+                    await outbox.dead_letter([m.id], reason=f"undeliverable: {reason}")
+                    log.warning("[%s] message %s dead-lettered: %s", s.id, m.id, reason)
+                    self._emit(MessageDeadLettered(s.id, m.id, reason, at=self._clock.wall()))
+                    continue
                 hold = verdict.action == "hold"
                 if not hold:  # a wait the upstream named is not a failure: no backoff growth, no attempt
                     failures += 1

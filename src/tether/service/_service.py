@@ -29,7 +29,8 @@ __all__ = ["Service", "Observability", "ErrorLog"]
 
 log = logging.getLogger("tether.service")
 
-_ERROR_TYPES = {"link.disconnected", "link.gave_up", "message.send_failed", "webhook.failed", "link.heartbeat_missed"}
+_ERROR_TYPES = {"link.disconnected", "link.gave_up", "message.send_failed", "message.dead_lettered", "webhook.failed",
+                "link.heartbeat_missed"}
 
 
 class ErrorLog:

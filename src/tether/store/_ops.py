@@ -205,6 +205,17 @@ def _nack(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], now:
                          (now + delay, now, session, head))
 
 
+def _dead_letter(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int], reason: str,
+                 now: float) -> int:
+    """Move undelivered messages (pending or leased) to the dead letters now, with ``reason``."""
+    count = 0
+    for seq in seqs:
+        if conn.execute(f"SELECT 1 FROM outbox WHERE seq = ? AND {_OPEN}", (seq,)).fetchone() is not None:
+            _bury(conn, state, seq, reason, now)
+            count += 1
+    return count
+
+
 def _release(conn: sqlite3.Connection, state: dict[str, Any], session: str | None) -> int:
     where, args = ("", ()) if session is None else (" AND session = ?", (session,))
     return conn.execute(f"UPDATE outbox SET status = 'pending', available_at = 0 "

@@ -13,6 +13,7 @@ from . import _db
 from ._ops import (
     _ack,
     _dead_count,
+    _dead_letter,
     _dead_letters,
     _depth,
     _lease,
@@ -265,6 +266,18 @@ class Outbox:
         if seqs:
             await self._run(_nack, seqs, self._clock.wall(), delay, reason, self._ordered,
                             self._max_attempts, bool(count))
+
+    async def dead_letter(self, ids: Iterable[str], *, reason: str) -> int:
+        """Move undelivered messages (pending or leased) to the dead letters now, with ``reason``.
+
+        For a message that can never be delivered (a payload the upstream always refuses), so it
+        does not use up ``max_attempts`` retries first. Delivered, dead and unknown ids are ignored.
+        Returns how many moved.
+        """
+        seqs = _check_ids(ids)
+        if not isinstance(reason, str) or not reason:
+            raise StoreTypeError("reason must be a non-empty str saying why the message is dead")
+        return await self._run(_dead_letter, seqs, reason, self._clock.wall()) if seqs else 0
 
     async def depth(self, session: str | None = None) -> int:
         """Undelivered (pending or leased) messages, of one session or of all."""
