@@ -134,6 +134,27 @@ def _event_out(row: EventRow) -> EventOut:
     return EventOut(id=row.id, type=row.type, session=row.session, at=row.at, data=row.data)
 
 
+class LiveStats:
+    """Counters of the dashboard's live channel (``app.state.live``): what a storm would show first.
+
+    ``total`` counts accepted handshakes, ``open``/``peak`` the sockets open now / at most at once,
+    ``refused`` the hellos closed for a wrong token.
+    """
+
+    __slots__ = ("open", "peak", "total", "refused")
+
+    def __init__(self) -> None:
+        self.open = self.peak = self.total = self.refused = 0
+
+    def opened(self) -> None:
+        self.total += 1
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
 def create_app(service: Service) -> FastAPI:
     """Build the FastAPI app around a started :class:`Service` (include observe's router if given)."""
     settings = service.settings
@@ -142,6 +163,7 @@ def create_app(service: Service) -> FastAPI:
                   description="Sessions that heal themselves and lose nothing. Errors: "
                               '`{"error": {"code", "message"}}`.')
     app.state.service = service
+    app.state.live = live_stats = LiveStats()
     bearer = HTTPBearer(auto_error=False, description="TETHER_TOKEN")
 
     def check_token(provided: str | None) -> bool:
@@ -387,20 +409,31 @@ def create_app(service: Service) -> FastAPI:
     async def live(ws: WebSocket) -> None:
         """Dashboard channel (tether.js): hello {token, last_event_id} → replay, then live events."""
         await ws.accept()
+        live_stats.opened()
+        try:
+            await _live_session(ws)
+        finally:
+            live_stats.open -= 1
+
+    async def _live_session(ws: WebSocket) -> None:
         try:
             hello = json.loads(await ws.receive_text())
         except (ValueError, WebSocketDisconnect):
             await ws.close(1008, "first message must be a JSON hello")
             return
         if not isinstance(hello, dict) or not check_token(hello.get("token")):
+            live_stats.refused += 1
             await ws.close(4401, "wrong or missing token")
             return
         after = hello.get("last_event_id")
         after = after if isinstance(after, int) and not isinstance(after, bool) else None
         assert service.events is not None
-        if after is not None and after < service.db.first_event_id() - 1:
-            await ws.send_json({"type": "reset", "last_event_id": service.events.last_id})
-            after = None
+        if after is None or after < service.db.first_event_id() - 1:
+            # No cursor (first connect) or one older than the log: start from an explicit cursor and
+            # say which, so a client that drops before its first event resumes from there, not from
+            # "only new events" (which would lose what happened while it was away).
+            after = service.events.last_id
+            await ws.send_json({"type": "reset", "last_event_id": after})
 
         import asyncio
 

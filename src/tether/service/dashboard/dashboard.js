@@ -9,7 +9,7 @@
     const headers = Object.assign({ "Content-Type": "application/json" }, opts.headers || {});
     if (state.token) headers.Authorization = "Bearer " + state.token;
     const res = await fetch(path, Object.assign({}, opts, { headers }));
-    if (res.status === 401) { askToken("The token was refused."); throw new Error("unauthorized"); }
+    if (res.status === 401) { askToken("The API refused the token (401)."); throw new Error("unauthorized"); }
     if (!res.ok) {
       let msg = res.statusText;
       try { msg = (await res.json()).error.message; } catch (_) {}
@@ -18,12 +18,17 @@
     return res.status === 204 ? null : res.json();
   }
 
+  // Every distinct refusal since the last sign-in (the API's 401 and the live channel's close code
+  // can arrive in either order; neither may hide the other).
+  const refusals = new Set();
   function askToken(message) {
-    $("#token-error").textContent = message || "";
+    if (message) refusals.add(message);
+    $("#token-error").textContent = [...refusals].join(" · ");
     const dlg = $("#token-dialog");
     if (!dlg.open) dlg.showModal();
   }
   $("#token-form").addEventListener("submit", () => {
+    refusals.clear();
     state.token = $("#token-input").value.trim();
     sessionStorage.setItem("tether.token", state.token);
     if (live) live.close();
@@ -139,6 +144,8 @@
   }
 
   function onEvent(msg) {
+    received.push(msg.id);
+    if (received.length > 10000) received.splice(0, received.length - 10000);
     const ev = msg.event || {};
     const sid = ev.session;
     const type = ev.type || ev.kind || "event";
@@ -176,15 +183,24 @@
   }
 
   let live = null;
+  // Ids of the live events this page received, in order (tests check they are contiguous).
+  const received = [];
+  // The live channel's recent transitions ({state, attempt, delay}): what the reconnect loop did.
+  const liveLog = [];
   function start() {
     refresh();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    live = new Tether.TetherSocket(`${proto}//${location.host}/api/live`, { token: state.token || null, connectDelay: 200 });
+    // window.tetherOptions (set before this script runs) overrides the client's timings, e.g. in tests.
+    const opts = Object.assign({ connectDelay: 200 }, window.tetherOptions || {}, { token: state.token || null });
+    live = new Tether.TetherSocket(`${proto}//${location.host}/api/live`, opts);
     window.tetherLive = live; // for tests and the curious
+    window.tetherDashboard = { received, live: liveLog };
     live.addEventListener("event", (e) => onEvent(e.detail));
     live.addEventListener("reset", () => refresh());
     live.addEventListener("state", (e) => {
       const st = e.detail.state;
+      liveLog.push({ state: st, attempt: e.detail.attempt ?? null, delay: e.detail.delay ?? null, total: live.totalAttempts });
+      if (liveLog.length > 500) liveLog.shift();
       $("#live").dataset.state = st;
       $("#live-state").textContent = st === "backing_off" ? `retrying in ${(e.detail.delay / 1000).toFixed(1)} s` : st;
       $("#live-close").textContent = live.lastCloseCode != null ? `last close ${live.lastCloseCode} ${live.lastCloseReason}` : "";
