@@ -119,8 +119,21 @@ def merge_patch(doc: dict[str, Any], patch: Mapping[str, Any], secrets: set[tupl
         elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = merge_patch(out[key], value, secrets, path)
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = _unmask(copy.deepcopy(value), out.get(key), path, secrets)
     return out
+
+
+def _unmask(new: Any, old: Any, path: tuple[Any, ...], secrets: set[tuple[Any, ...]]) -> Any:
+    """Put stored secrets back where ``new`` (a list or value replacing ``old`` whole) holds ``MASK``."""
+    if new == MASK and path in secrets:
+        return old
+    if isinstance(new, dict):
+        return {k: _unmask(v, old.get(k) if isinstance(old, dict) else None, path + (k,), secrets)
+                for k, v in new.items()}
+    if isinstance(new, list):
+        return [_unmask(v, old[i] if isinstance(old, list) and i < len(old) else None, path + (i,), secrets)
+                for i, v in enumerate(new)]
+    return new
 
 
 def make_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
