@@ -194,3 +194,8 @@ class SessionConflict(ServiceError):
 
 class ServiceClosing(ServiceError):
     """The service is shutting down and accepts no new work; retry against the restarted service."""
+
+
+class MessageRejected(ServiceError):
+    """The upstream refused one outbound message for good (e.g. the chat blocked the bot); the
+    session is fine. The delivery loop dead-letters that message with the reason, at once."""

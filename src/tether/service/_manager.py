@@ -23,6 +23,7 @@ from .. import _events as link_events
 from .._clock import SYSTEM_CLOCK, Clock, wait_for
 from .._errors import (
     ConfigError,
+    MessageRejected,
     NotConnectedError,
     ServiceClosing,
     SessionConflict,
@@ -102,8 +103,9 @@ def send_verdict(exc: BaseException, failures: int, now: float) -> SendVerdict:
     with consecutive failures (capped at 60 s) and the outbox bounds the attempts.
     """
     c = classify(exc, now=now)
-    if c.error_class is ErrorClass.PERMANENT:
-        return SendVerdict("dead", 0.0, c.reason)  # e.g. InvalidBotPayload: retrying repeats the refusal
+    if c.error_class is ErrorClass.PERMANENT or isinstance(exc, MessageRejected):
+        # e.g. InvalidBotPayload, or a Telegram 403 for one chat: retrying repeats the refusal
+        return SendVerdict("dead", 0.0, c.reason)
     wait = _server_wait(exc, c.retry_after)
     cp = DEFAULT_CLASS_POLICIES[c.error_class]
     step = min(60.0, max(0.5, cp.delay) * (max(cp.factor, 1.5) ** min(max(failures, 1) - 1, 20)))

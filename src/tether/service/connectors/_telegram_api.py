@@ -7,7 +7,8 @@ Re-exported by :mod:`tether.service.connectors.telegram`; the alert engine's Tel
     LinkError
     └── BotAPIError                status_code, error_code, description, retry_after, method
         ├── BotAPIUnauthorized     401: the token is wrong or revoked (also a tether.AuthError): never retried
-        ├── BotAPIForbidden        403: e.g. "bot was blocked by the user" (about one chat, not the token)
+        ├── BotAPIForbidden        403: e.g. "bot was blocked by the user" (about one chat, not the token;
+        │                          also a tether MessageRejected: the service dead-letters that message)
         ├── BotAPIBadRequest       400 and other 4xx: the request can never succeed as it is
         │   └── InvalidBotPayload  rejected locally before sending (classified like a 400)
         ├── BotAPIConflict         409: another getUpdates consumer, or a webhook is set
@@ -35,7 +36,7 @@ from typing import Any, Mapping
 import httpx
 
 from ..._clock import SYSTEM_CLOCK, Clock
-from ..._errors import AuthError, ConfigError, LinkError
+from ..._errors import AuthError, ConfigError, LinkError, MessageRejected
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -137,8 +138,12 @@ class BotAPIUnauthorized(BotAPIError, AuthError):
         self.code = self.error_code
 
 
-class BotAPIForbidden(BotAPIError):
-    """403: the bot may not do this (blocked by the user, kicked from the group): about one chat."""
+class BotAPIForbidden(BotAPIError, MessageRejected):
+    """403: the bot may not do this (blocked by the user, kicked from the group): about one chat.
+
+    A :class:`tether._errors.MessageRejected` too, so the service dead-letters the one message instead
+    of retrying it (and holding up the session's other chats) until its attempts run out.
+    """
 
 
 class BotAPIBadRequest(BotAPIError):
