@@ -54,7 +54,11 @@ class _NotLinkLog(logging.Filter):
     (attempt 2/10)``); tether.observe's per-link lines go to its log files, not twice to the console."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name != "tether.link"
+        if record.name == "tether.link":
+            return False
+        # The error tracker's records repeat what the session already logged; they go to errors.log,
+        # and only high/critical ones (ERROR and above) also reach the console.
+        return record.name != "tether.errors" or record.levelno >= logging.ERROR
 
 
 def setup_logging(fmt: str = "human", level: str = "info") -> None:

@@ -319,11 +319,14 @@ class TelegramBotConnector:
                 self._give_up(fatal)
                 return
             reason = self._reason(error)
-            log.warning("[%s] %s in %.1fs (attempt %d%s): %s", self._ctx.session,
-                        "retrying" if isinstance(error, BotAPIRateLimited) else "reconnecting", delay,
-                        self._attempt + 1, f"/{self.max_attempts}" if self.max_attempts else "", reason)
+            # A server-named wait (429) does not count as a failed attempt, but events and logs
+            # number attempts from 1. The service logs the BackingOff event; this line is for debugging.
+            shown = max(1, self._attempt + 1)
+            log.debug("[%s] %s in %.1fs (attempt %d%s): %s", self._ctx.session,
+                      "retrying" if isinstance(error, BotAPIRateLimited) else "reconnecting", delay,
+                      shown, f"/{self.max_attempts}" if self.max_attempts else "", reason)
             self._set(State.BACKING_OFF)
-            self._emit(BackingOff(self._attempt + 1, delay, reason, at=clock.wall()))
+            self._emit(BackingOff(shown, delay, reason, at=clock.wall()))
             await clock.sleep(delay)
 
     async def _connect(self) -> None:
