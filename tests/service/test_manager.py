@@ -143,3 +143,27 @@ async def test_a_payload_that_can_never_be_sent_is_dead_lettered_at_once(tmp_pat
         assert types.count("message.dead_lettered") == 1 and "message.send_failed" not in types
     finally:
         await service.close()
+
+
+async def test_deleting_a_session_dead_letters_its_undelivered_messages(tmp_path: Path) -> None:
+    """DELETE moves undelivered messages to the dead letters ("session deleted"); a new session with the id never sends them."""
+    ScriptedConnector.fail[:] = [_Waits(30.0)]  # the first message is held, so it is still undelivered
+    ScriptedConnector.sent[:] = []
+    service = Service(fast_settings(tmp_path))
+    await service.start()
+    try:
+        mgr = service.manager
+        await mgr.create(session_id="x", kind="scripted", options={})
+        old = [await mgr.send("x", "old-1"), await mgr.send("x", "old-2")]
+        await eventually(lambda: service.events.since(0, session="x") and any(
+            r.type == "message.send_failed" for r in service.events.since(0, session="x")), what="the hold")
+        await mgr.delete("x")
+        dead = await service.stores.outbox.dead_letters("x")
+        assert sorted(d.id for d in dead) == sorted(old) and {d.reason for d in dead} == {"session deleted"}
+        assert await mgr.depth("x") == 0
+
+        await mgr.create(session_id="x", kind="scripted", options={})
+        await mgr.send("x", "new")
+        await eventually(lambda: ScriptedConnector.sent == ["new"], timeout=10, what="only the new message")
+    finally:
+        await service.close()

@@ -348,9 +348,14 @@ class SessionManager:
         return s
 
     async def delete(self, session_id: str) -> None:
+        """Stop and remove a session; its undelivered messages go to the dead letters ("session
+        deleted"), so a new session with the same id does not send them."""
         s = self.get(session_id)
         async with s.lock:
             await self._stop(s, "delete")
+            buried = await self._stores.outbox.dead_letter_session(session_id, reason="session deleted")
+            if buried:
+                log.info("[%s] deleted; %d undelivered messages moved to the dead letters", s.id, buried)
             self._db.delete_session(session_id)
             purge = getattr(self._stores, "purge", None)
             if purge is not None:

@@ -216,6 +216,15 @@ def _dead_letter(conn: sqlite3.Connection, state: dict[str, Any], seqs: list[int
     return count
 
 
+def _dead_letter_session(conn: sqlite3.Connection, state: dict[str, Any], session: str, reason: str,
+                         now: float) -> int:
+    seqs = [r[0] for r in conn.execute(f"SELECT seq FROM outbox WHERE session = ? AND {_OPEN} ORDER BY seq",
+                                       (session,))]
+    for seq in seqs:
+        _bury(conn, state, seq, reason, now)
+    return len(seqs)
+
+
 def _release(conn: sqlite3.Connection, state: dict[str, Any], session: str | None) -> int:
     where, args = ("", ()) if session is None else (" AND session = ?", (session,))
     return conn.execute(f"UPDATE outbox SET status = 'pending', available_at = 0 "

@@ -14,6 +14,7 @@ from ._ops import (
     _ack,
     _dead_count,
     _dead_letter,
+    _dead_letter_session,
     _dead_letters,
     _depth,
     _lease,
@@ -278,6 +279,14 @@ class Outbox:
         if not isinstance(reason, str) or not reason:
             raise StoreTypeError("reason must be a non-empty str saying why the message is dead")
         return await self._run(_dead_letter, seqs, reason, self._clock.wall()) if seqs else 0
+
+    async def dead_letter_session(self, session: str, *, reason: str) -> int:
+        """Move every undelivered message of ``session`` to the dead letters now, with ``reason``
+        (e.g. the session was deleted: they must not go out if the id is used again). Returns the count."""
+        check_session(session)
+        if not isinstance(reason, str) or not reason:
+            raise StoreTypeError("reason must be a non-empty str saying why the messages are dead")
+        return await self._run(_dead_letter_session, session, reason, self._clock.wall())
 
     async def depth(self, session: str | None = None) -> int:
         """Undelivered (pending or leased) messages, of one session or of all."""
