@@ -24,6 +24,26 @@ __all__ = ["run_demo"]
 log = logging.getLogger("tether.demo")
 
 
+#: The demo's WebSocket sessions (id, extra options) on the one flaky upstream.
+WS_SESSIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ws-1", {}), ("ws-2", {"heartbeat_interval": 1.0}), ("ws-3", {"backoff_cap": 10.0}))
+#: The demo's telegram-bot sessions. Each gets its own FakeBotAPI token (its own bot): two pollers on
+#: one token fight with 409 Conflict, as on Telegram.
+TG_SESSIONS: tuple[str, ...] = ("tg-1",)
+
+
+def demo_token(session: str) -> str:
+    """The FakeBotAPI token of one demo telegram-bot session (Telegram's ``<bot id>:<secret>`` shape)."""
+    return f"{700001 + TG_SESSIONS.index(session)}:tether-demo-{session}-token-000000"
+
+
+def demo_sessions(ws_url: str, bot_url: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, kind, options) of every demo session."""
+    out: list[tuple[str, str, dict[str, Any]]] = [(sid, "websocket", {"url": ws_url, **extra}) for sid, extra in WS_SESSIONS]
+    out += [(sid, "telegram-bot", {"token": demo_token(sid), "api_base": bot_url, "poll_timeout": 5}) for sid in TG_SESSIONS]
+    return out
+
+
 async def _ensure(service: Service, sid: str, kind: str, options: dict[str, Any]) -> None:
     """Create the demo session, or point an existing one (from an earlier run) at today's ports."""
     mgr = service.manager
@@ -71,7 +91,8 @@ async def _traffic(flaky: Any, bot: Any, service: Service) -> None:
             return
         try:
             await mgr.send("ws-1", f'{{"type":"ping","n":{n}}}')
-            await mgr.send("tg-1", f'{{"chat_id": 42, "text": "demo message {n}"}}')
+            for sid in TG_SESSIONS:
+                await mgr.send(sid, f'{{"chat_id": 42, "text": "demo message {n}"}}')
         except TetherError as exc:
             log.info("demo send skipped: %s", exc)
         try:
@@ -79,7 +100,8 @@ async def _traffic(flaky: Any, bot: Any, service: Service) -> None:
         except Exception:
             pass
         if n % 3 == 0:
-            bot.push_message(f"user message #{n}", chat_id=42)
+            for sid in TG_SESSIONS:
+                bot.push_message(f"user message #{n}", chat_id=42, token=demo_token(sid))
 
 
 async def run_demo(*, port: int = 8080, data_dir: Path = Path(".tether"), fault_every: float = 6.0) -> int:
@@ -100,15 +122,13 @@ async def run_demo(*, port: int = 8080, data_dir: Path = Path(".tether"), fault_
     bind_socket(settings.host, settings.port).close()  # a busy port is a clear error before anything starts
     flaky = FlakyServer()
     await flaky.start()
-    bot = FakeBotAPI()
+    bot = FakeBotAPI(*(demo_token(sid) for sid in TG_SESSIONS))  # one bot per session: no 409 between them
     await bot.start()
     tasks: list[asyncio.Task[Any]] = []
 
     async def on_ready(service: Service, url: str) -> None:
-        await _ensure(service, "ws-1", "websocket", {"url": flaky.url})
-        await _ensure(service, "ws-2", "websocket", {"url": flaky.url, "heartbeat_interval": 1.0})
-        await _ensure(service, "ws-3", "websocket", {"url": flaky.url, "backoff_cap": 10.0})
-        await _ensure(service, "tg-1", "telegram-bot", {"token": bot.token, "api_base": bot.url, "poll_timeout": 5})
+        for sid, kind, options in demo_sessions(flaky.url, bot.url):
+            await _ensure(service, sid, kind, options)
         tasks.append(asyncio.create_task(_faults(flaky, bot, service, fault_every), name="demo-faults"))
         tasks.append(asyncio.create_task(_traffic(flaky, bot, service), name="demo-traffic"))
         Console().print(Panel.fit(
@@ -125,7 +145,7 @@ async def run_demo(*, port: int = 8080, data_dir: Path = Path(".tether"), fault_
 
     from ..observe import service_observability
 
-    try:
+    try:  # observability as `tether serve` wires it: metrics, error tracker, alerts, log files
         return await serve(settings, on_ready=on_ready, observability=service_observability(settings))
     finally:
         for t in tasks:
