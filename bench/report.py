@@ -35,6 +35,9 @@ def _nginx_version() -> str:
         return "unknown"
 
 
+LOAD_AT_START = os.getloadavg()  # taken when the bench starts (this module is imported first thing)
+
+
 def machine_info() -> dict[str, str]:
     import psutil
 
@@ -52,7 +55,8 @@ def machine_info() -> dict[str, str]:
         "aiohttp": lib_version("aiohttp"),
         "psutil": lib_version("psutil"),
         "nginx": _nginx_version(),
-        "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load average (1/5/15 min) at start": " ".join(f"{x:.2f}" for x in LOAD_AT_START),
+        "load average at end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -164,8 +168,9 @@ def write(scenarios: list[Scenario], path: Path | None = None, preamble: list[st
         "# Benchmarks: tether vs the clients users pick today",
         "",
         "Written by `python -m bench` (`make bench`); every scenario measures tether and its peers in the same",
-        "run, on the same machine, over 127.0.0.1 only. Figures are from one run on a shared machine; treat",
-        "differences under ~10 % as noise. Peers' figures to beat: `../shared/PEERS.md`.",
+        "run, on the same machine, over 127.0.0.1 only. Figures are from one run on a shared 2-core machine",
+        "(see the load averages below); treat differences under ~10 % as noise, and compare rows of one table",
+        "rather than figures across runs. Peers' figures to beat: `../shared/PEERS.md`.",
         "",
         "## Machine",
         "",
