@@ -23,7 +23,7 @@ translated where they enter tether and kept as ``__cause__``::
     │   ├── OutboxFull         the outbox is at its size limit
     │   ├── StoreUnavailable   the database file is corrupt, locked or unreadable
     │   ├── StoreTypeError     a store call got an argument of the wrong type (also a TypeError)
-│   └── LeaseLost          a fenced write by a node that no longer owns the session
+    │   └── LeaseLost          a fenced write by a node that no longer owns the session
     ├── SupervisorError        the process supervisor
     └── DeliveryError          an alert notification could not be delivered (webhook, email, Telegram)
 """

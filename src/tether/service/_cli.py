@@ -33,13 +33,16 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", "-p", help="port (default 8080)"),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="SQLite directory (default ./.tether)"),
     log_format: Optional[str] = typer.Option(None, "--log-format", help="human or json"),
+    store: Optional[str] = typer.Option(None, "--store", help="redis://host:6379/0: join a cluster of nodes sharing "
+                                        "sessions (a password goes in TETHER_STORE, not argv)", show_default=False),
 ) -> None:
     """Run the gateway service (API docs at /docs). The token comes from TETHER_TOKEN, never argv."""
     from ._server import serve as run, setup_logging
     from ._settings import load_settings
 
     try:
-        settings = load_settings(config, host=host, port=port, data_dir=data_dir, log_format=log_format)
+        settings = load_settings(config, host=host, port=port, data_dir=data_dir, log_format=log_format,
+                                 store=store)
         settings.check_can_serve()
     except ConfigError as exc:
         _fail(str(exc))

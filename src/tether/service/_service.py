@@ -124,18 +124,21 @@ class Service:
         s = self.settings
         data_dir = Path(s.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = ServiceDB(data_dir / "service.db")
+        cluster: Any = None
+        if s.store:  # scale-out: registry, queues and session ownership in Redis (see _cluster.py)
+            from . import _cluster as cluster
+        self.db = cluster.service_db(s, data_dir) if cluster else ServiceDB(data_dir / "service.db")
         self.events = EventLog(self.db, size=s.event_log_size, wall=self.clock.wall)
         self.events.subscribe(self.errors.on_event)
         if self.observability.on_event is not None:
             self.events.subscribe(self.observability.on_event)
-        self.stores = await open_stores(data_dir, clock=self.clock,
-                                        outbox_max_attempts=s.sessions.outbox_max_attempts)
+        self.stores = await cluster.open_stores(s, clock=self.clock) if cluster else await open_stores(
+            data_dir, clock=self.clock, outbox_max_attempts=s.sessions.outbox_max_attempts)
         secret = _webhook_secret(data_dir, s)
         self.webhooks = WebhookDispatcher(self.db, emit=self.events.append, secret_for=lambda _s: secret,
                                           settings=s.webhook, clock=self.clock)
         self.webhooks.start()
-        self.manager = SessionManager(s, db=self.db, events=self.events, stores=self.stores, clock=self.clock,
+        self.manager = (cluster.ClusterManager if cluster else SessionManager)(s, db=self.db, events=self.events, stores=self.stores, clock=self.clock,
                                       on_inbound=self.webhooks.kick)
         await self.manager.open()
         self.sweep = HealthSweep(self.manager, interval=s.sweep_interval, clock=self.clock)

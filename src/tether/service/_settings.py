@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    # Scale-out (docs/scaleout.md): sessions, queues and ownership shared through one Redis.
+    store: str | None = Field(None, description="redis://host:6379/0 to run as one node of a cluster (default: SQLite in data_dir)")
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="this node's id (default: hostname-pid)")
+    lease_ttl: float = Field(10.0, ge=1.0, description="seconds a dead node's sessions wait before another node takes them")
+    public_url: str | None = Field(None, description="this node's base URL as the other nodes reach it (forwarding)")
 
     # The TOML path is not a setting itself; load_settings() passes it through this class attribute.
     toml_file: ClassVar[Path | None] = None

@@ -176,3 +176,20 @@ async def test_unreachable_redis_is_store_unavailable_without_password(clock):
         await b.put("s", "x")
     assert "hunter2" not in str(ei.value) and "***" in str(ei.value)
     await b.close()
+
+
+async def test_nack_without_count_and_dead_letter_now(box, clock):
+    """nack(count=False) keeps attempts (a server-mandated wait); dead_letter() moves a message at once."""
+    await box.put("s", "a")
+    await box.put("s", "b")
+    for _ in range(5):
+        [m, _b] = await box.lease("s", 2)
+        await box.nack([m.id], 1.0, reason="429", count=False)
+        await clock.advance(1.5)
+    [m, b] = await box.lease("s", 2)
+    assert m.attempts == 0
+    assert await box.dead_letter([m.id], reason="undeliverable: 400") == 1
+    assert [d.reason for d in await box.dead_letters("s")] == ["undeliverable: 400"]
+    assert [x.payload for x in await box.lease("s", 2)] == [] and b.payload == "b"
+    await box.ack([b.id])
+    assert await box.depth("s") == 0

@@ -16,6 +16,7 @@ log = logging.getLogger("tether.store.redis")
 
 OnGain = Callable[[str, str], Awaitable[None]]
 OnLose = Callable[[str, str], Awaitable[None]]
+Sessions = Callable[[], "Iterable[str] | Awaitable[Iterable[str]]"]
 
 
 class LeaseKeeper(RedisBase):
@@ -42,7 +43,7 @@ class LeaseKeeper(RedisBase):
         core: an :class:`OwnershipCore` (built from node/ttl when omitted).
     """
 
-    def __init__(self, node: str, *, sessions: Callable[[], Iterable[str]], on_gain: OnGain, on_lose: OnLose,
+    def __init__(self, node: str, *, sessions: Sessions, on_gain: OnGain, on_lose: OnLose,
                  url: str | None = None, client: Any = None, prefix: str = "tether", clock: Any = None,
                  ttl: float = 15.0, interval: float | None = None, base_url: str = "",
                  core: OwnershipCore | None = None) -> None:
@@ -72,8 +73,15 @@ class LeaseKeeper(RedisBase):
                 raise
             except Exception as exc:  # Redis down: keep trying; may_act() ends our leases in time
                 log.warning("[%s] lease sweep failed: %s", self.node, exc)
-                await self._expire_local()
-            await self._clock.sleep(self.interval)
+            await self._expire_local()
+            await self._clock.sleep(self._next_wait())
+
+    def _next_wait(self) -> float:
+        # Wake at the earliest local lease expiry too, so a lease that could not be renewed is
+        # dropped on time (before Redis lets another node take it), not up to a sweep later.
+        now = self._clock.monotonic()
+        until = min((h.until for h in self.core.held.values()), default=now + self.interval)
+        return max(0.01, min(self.interval, until - now))
 
     async def _expire_local(self) -> None:
         now = self._clock.monotonic()
@@ -117,7 +125,8 @@ class LeaseKeeper(RedisBase):
         nodes = await self._run("heartbeat", _scripts.HEARTBEAT, [f"{self.prefix}:nodes", f"{self.prefix}:urls"],
                                 [self.node, self.base_url, ttl_ms])
         self.live_nodes = [dec(n) for n in nodes]
-        wanted = list(self._sessions())
+        got = self._sessions()
+        wanted = list(await got if hasattr(got, "__await__") else got)
         owners = await self.owners(sorted(set(wanted) | set(self.core.held)))
         now = self._clock.monotonic()
         for action in self.core.sweep(now, wanted, owners, self.live_nodes):
@@ -161,13 +170,17 @@ class LeaseKeeper(RedisBase):
         except Exception as exc:
             log.warning("[%s] stopping %s failed: %s", self.node, session, exc)
 
-    async def close(self, *, release: bool = True) -> None:
-        """End the sweep loop; stop every session and release their leases (others take over at once)."""
+    async def stop(self) -> None:
+        """End the sweep loop (leases are kept until :meth:`close` or until they expire)."""
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    async def close(self, *, release: bool = True) -> None:
+        """End the sweep loop; stop every session and release their leases (others take over at once)."""
+        await self.stop()
         if release and not self._closed:
             for s, h in list(self.core.held.items()):
                 try:

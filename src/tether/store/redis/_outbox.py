@@ -126,8 +126,10 @@ class RedisOutbox(RedisBase):
             await self._script("ack", _scripts.ACK, session, self._keys(session),
                                [self._idem_prefix(session), self._retention_ms, *sids])
 
-    async def nack(self, ids: Iterable[str], delay: float = 0.0, *, reason: str | None = None) -> None:
-        """Give leased messages back for another attempt after ``delay`` seconds (one attempt each)."""
+    async def nack(self, ids: Iterable[str], delay: float = 0.0, *, reason: str | None = None,
+                   count: bool = True) -> None:
+        """Give leased messages back for another attempt after ``delay`` seconds (one attempt each;
+        ``count=False`` counts none, for a wait the server mandated)."""
         groups = _split_ids(ids)
         delay = _check_seconds("delay", delay)
         if reason is not None and not isinstance(reason, str):
@@ -136,7 +138,19 @@ class RedisOutbox(RedisBase):
             await self._script("nack", _scripts.NACK, session, self._keys(session),
                                [session, repr(self._clock.wall()), repr(delay), reason or "nacked",
                                 "1" if self._ordered else "0", self._max_attempts,
-                                self._idem_prefix(session), self._retention_ms, *sids])
+                                self._idem_prefix(session), self._retention_ms, 1 if count else 0, *sids])
+
+    async def dead_letter(self, ids: Iterable[str], *, reason: str) -> int:
+        """Move undelivered messages to the dead letters now, with ``reason``; returns how many moved."""
+        groups = _split_ids(ids)
+        if not isinstance(reason, str) or not reason:
+            raise StoreTypeError("reason must be a non-empty str saying why the message is dead")
+        moved = 0
+        for session, sids in groups.items():
+            moved += int(await self._script("dead_letter", _scripts.DEAD_LETTER, session, self._keys(session),
+                                            [session, repr(self._clock.wall()), reason,
+                                             self._idem_prefix(session), self._retention_ms, *sids]))
+        return moved
 
     async def release_leases(self, session: str) -> int:
         """Take over the session's pending entries from any consumer (``XAUTOCLAIM``) and give

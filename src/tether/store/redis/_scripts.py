@@ -153,19 +153,20 @@ return done
 """
 
 # KEYS: own, stream, meta, dead, dead-all.
-# ARGV: fence, session, now, delay, reason, ordered, max_attempts, idem_prefix, retention_ms, ids...
+# ARGV: fence, session, now, delay, reason, ordered, max_attempts, idem_prefix, retention_ms, count, ids...
 NACK = FENCE + _OUTBOX_HELPERS + """
 local session, now, delay, reason = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local ordered, maxa, idem_prefix, retention = ARGV[6] == '1', tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local step = tonumber(ARGV[10])
 local first = nil
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   local id = ARGV[i]
   local f = entry(id)
   if f and redis.call('HEXISTS', meta, 'l:' .. id) == 1 then
-    local a = tonumber(redis.call('HGET', meta, 'a:' .. id) or '0') + 1
+    local a = tonumber(redis.call('HGET', meta, 'a:' .. id) or '0') + step
     redis.call('HDEL', meta, 'l:' .. id)
     redis.call('HSET', meta, 'a:' .. id, a, 'e:' .. id, reason)
-    if maxa > 0 and a >= maxa then
+    if step > 0 and maxa > 0 and a >= maxa then
       die(id, f, session, 'gave up after ' .. a .. ' attempts: ' .. reason, a, now, idem_prefix, retention)
     else
       redis.call('HSET', meta, 'n:' .. id, tostring(now + delay))
@@ -181,6 +182,21 @@ if ordered and first ~= nil then
   end
 end
 return 1
+"""
+
+# KEYS: own, stream, meta, dead, dead-all.  ARGV: fence, session, now, reason, idem_prefix, retention_ms, ids...
+DEAD_LETTER = FENCE + _OUTBOX_HELPERS + """
+local n = 0
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  local f = entry(id)
+  if f then
+    local a = tonumber(redis.call('HGET', meta, 'a:' .. id) or '0')
+    die(id, f, ARGV[2], ARGV[4], a, tonumber(ARGV[3]), ARGV[5], ARGV[6])
+    n = n + 1
+  end
+end
+return n
 """
 
 # KEYS: own, stream, meta.  ARGV: fence, consumer.
