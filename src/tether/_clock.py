@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import time
 from typing import Awaitable, Protocol, TypeVar, runtime_checkable
+
+from ._errors import ConfigError
 
 __all__ = ["Clock", "SystemClock", "wait_for"]
 
@@ -69,3 +72,24 @@ async def wait_for(aw: Awaitable[T], timeout: float | None, clock: Clock) -> T:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def parse_time(field: str, value: str | None) -> float | None:
+    """A wall-clock time given as epoch seconds or ISO 8601 (naive means UTC), as epoch seconds.
+
+    Raises:
+        ConfigError: naming ``field`` when ``value`` is neither.
+    """
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{field} must be epoch seconds or an ISO 8601 time (2026-01-01T00:00:00Z); got {value!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()

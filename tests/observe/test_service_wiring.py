@@ -90,6 +90,19 @@ async def test_service_session_down_alerts_smtp_and_webhook_then_resolves(tmp_pa
                 assert errors["total"] >= 1 and all(e["component"] for e in errors["errors"])
                 filtered = (await client.get("/api/errors", params={"component": "link", "session": "sess_1"})).json()
                 assert filtered["count"] >= 1
+                # The service's own /health/errors takes the same filters as the tracker's.
+                same = (await client.get("/health/errors", params={"component": "link", "session": "sess_1"})).json()
+                assert same["total"] == filtered["count"]
+                assert (await client.get("/health/errors", params={"session": "nobody"})).json()["total"] == 0
+                assert (await client.get("/health/errors", params={"until": "2000-01-01T00:00:00Z"})).json()["total"] == 0
+                severities = {e["severity"] for e in errors["errors"]}
+                one = sorted(severities)[0]
+                by_sev = (await client.get("/health/errors", params={"severity": one})).json()
+                assert by_sev["total"] >= 1 and {e["severity"] for e in by_sev["errors"]} == {one}
+                bad = await client.get("/health/errors", params={"severity": "urgent"})
+                assert bad.status_code == 422 and "severity must be one of" in bad.json()["error"]["message"]
+                bad = await client.get("/health/errors", params={"since": "yesterday"})
+                assert bad.status_code == 422 and "since" in bad.json()["error"]["message"]
                 report = (await client.get("/api/reports/performance", params={"window": "1h"})).json()
                 assert 0 < report["sessions"]["sess_1"]["uptime_pct"] < 100
                 missing = await client.delete("/api/alerts/rules/Nope")

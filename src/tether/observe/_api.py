@@ -20,7 +20,6 @@ Routes:
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._clock import parse_time
 from .._errors import ConfigError, TetherError
 from ._alertmanager import AlertManager
 from ._metrics import CONTENT_TYPE_LATEST, Metrics
@@ -57,20 +57,6 @@ def parse_duration(value: str | float) -> float:
     return seconds
 
 
-def _parse_time(field: str, value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{field} must be epoch seconds or an ISO 8601 time (2026-01-01T00:00:00Z); got {value!r}") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
-    return t.timestamp()
 
 
 def _error(status: int, message: str) -> HTTPException:
@@ -168,7 +154,7 @@ def build_router(*, metrics: Metrics | None = None, tracker: ErrorTracker | None
         if tracker is None:
             raise missing("the error tracker")
         try:
-            t0, t1 = _parse_time("since", since), _parse_time("until", until)
+            t0, t1 = parse_time("since", since), parse_time("until", until)
             rows = tracker.query(severity=severity or None, component=component, session=session, since=t0, until=t1, limit=limit)
             stats = tracker.stats(since=t0, until=t1)
         except TetherError as exc:

@@ -84,8 +84,8 @@ def service_observability(settings: Any, *, observer: Observer | None = None, ac
     async def on_close(service: Any) -> None:
         await obs.close()
 
-    def errors(session: str | None = None, limit: int = 100, **_: Any) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in obs.tracker.query(session=session, limit=limit)]
+    def errors(session: str | None = None, limit: int = 100, **filters: Any) -> list[dict[str, Any]]:
+        return [r.to_dict() for r in obs.tracker.query(session=session, limit=limit, **filters)]
 
     return Observability(router=obs.router(), metrics_text=obs.metrics.render, errors=errors, on_event=on_event,
                          on_start=on_start, on_close=on_close, extra={"observer": obs})

@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from .._clock import parse_time
 from .._errors import ConfigError, ServiceClosing, SessionConflict, SessionNotFound, TetherError
 from .._state import State
 from ._connector import CONNECTOR_SECRETS
@@ -270,11 +271,19 @@ def create_app(service: Service) -> FastAPI:
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @health.get("/health/errors", response_model=ErrorList, dependencies=[Depends(require_auth)], responses=_ERRORS)
-    async def get_errors(session: str | None = Query(None, max_length=64),
-                         limit: int = Query(100, ge=1, le=1000)) -> ErrorList:
-        """Recent errors, newest first (disconnects, give-ups, failed sends and webhooks)."""
+    async def get_errors(
+        session: str | None = Query(None, max_length=64),
+        severity: list[str] | None = Query(None, max_length=20, description="repeatable: low, medium, high, critical"),
+        component: str | None = Query(None, max_length=200),
+        since: str | None = Query(None, max_length=40, description="epoch seconds or ISO 8601"),
+        until: str | None = Query(None, max_length=40, description="epoch seconds or ISO 8601"),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> ErrorList:
+        """Recent errors, newest first (disconnects, give-ups, failed sends and webhooks), filtered."""
+        t0, t1 = parse_time("since", since), parse_time("until", until)
+        filters = dict(session=session, severity=severity or None, component=component, since=t0, until=t1, limit=limit)
         fn = service.observability.errors
-        items = fn(session=session, limit=limit) if fn is not None else service.errors.query(session=session, limit=limit)
+        items = fn(**filters) if fn is not None else service.errors.query(**filters)
         return ErrorList(errors=mask_secrets(items), total=len(items))
 
     @health.get("/health/sweeps", response_model=SweepList, dependencies=[Depends(require_auth)], responses=_ERRORS)

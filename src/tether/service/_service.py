@@ -13,7 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ._db import ServiceDB
@@ -41,7 +41,7 @@ class ErrorLog:
         self.total = 0
 
     def record(self, *, component: str, message: str, session: str | None = None, at: float | None = None,
-               severity: str = "error", **extra: Any) -> None:
+               severity: str = "high", **extra: Any) -> None:
         self.total += 1
         self._items.append({"at": at or time.time(), "component": component, "session": session,
                             "severity": severity, "message": message, **extra})
@@ -53,10 +53,15 @@ class ErrorLog:
             if row.type == "link.disconnected" and d.get("code") is not None:
                 msg = f"close {d['code']}: {msg}"
             self.record(component=row.type.split(".")[0], message=str(msg), session=row.session, at=row.at,
-                        severity="critical" if row.type == "link.gave_up" else "warning", type=row.type)
+                        severity="critical" if row.type == "link.gave_up" else "medium", type=row.type)
 
-    def query(self, *, session: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        items = [i for i in reversed(self._items) if session is None or i["session"] == session]
+    def query(self, *, session: str | None = None, severity: Iterable[str] | None = None, component: str | None = None,
+              since: float | None = None, until: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sev = {severity} if isinstance(severity, str) else set(severity or ())
+        items = [i for i in reversed(self._items)
+                 if (session is None or i["session"] == session) and (not sev or i["severity"] in sev)
+                 and (component is None or i["component"] == component)
+                 and (since is None or i["at"] >= since) and (until is None or i["at"] < until)]
         return items[:limit]
 
 
