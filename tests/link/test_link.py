@@ -456,6 +456,28 @@ async def test_write_failing_midway_goes_back_to_front() -> None:
     assert broken.sent + good.sent == [f"m{i}" for i in range(5)] and link.stats.sent == 5
 
 
+async def test_unbuffered_send_is_written_now_or_raises(server: FlakyServer) -> None:
+    """send(buffer=False) writes while connected; down, or a write that fails, raises NotConnectedError and keeps nothing."""
+    from websockets.exceptions import ConnectionClosedError
+
+    link = tether.connect(server.url, **fast())
+    with pytest.raises(NotConnectedError):
+        await link.send("early", buffer=False)  # not started: a buffered send would keep it
+    assert link.stats.buffered == 0
+    async with link:
+        await link.wait_connected(WAIT)
+        await link.send("now", buffer=False)
+        await server.wait_until(lambda s: s.messages == ["now"])
+
+        async def broken(data: Any) -> None:
+            raise ConnectionClosedError(None, None)
+
+        link._ws.send = broken  # type: ignore[union-attr,method-assign]  # the connection dies during the write
+        with pytest.raises(NotConnectedError):
+            await link.send("lost", buffer=False)
+        assert link.stats.buffered == 0 and link.stats.sent == 1
+
+
 async def test_custom_classifier_decides(server: FlakyServer) -> None:
     """A custom classifier replaces the rules: here HTTP 500 means give up (GaveUpError) after one attempt."""
     from tether import Action, Decision, ErrorClass, GaveUpError

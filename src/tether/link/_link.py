@@ -212,14 +212,19 @@ class Link:
                 raise LinkClosedError(f"[{self.name}] link is closed")
             await waiter.wait()
 
-    async def send(self, data: Message) -> None:
+    async def send(self, data: Message, *, buffer: bool = True) -> None:
         """Send one message (str: text frame, bytes: binary frame), in order.
 
         While connected it returns once the message is written to the socket; while disconnected it
         returns once buffered (up to ``buffer_limit``), and buffered messages go out first after the
         reconnect. In durable mode (``outbox=``) it returns once the message is on disk.
 
+        ``buffer=False`` is for callers that keep their own durable copy (the service's outbox): the
+        message is written now or not at all, never kept in memory to go out ahead of their resends.
+
         Raises:
+            NotConnectedError: with ``buffer=False``, the link is not connected, other messages are
+                queued ahead, or the connection was lost during the write (nothing is kept).
             MessageTypeError: ``data`` is neither str nor bytes.
             BufferFullError: the buffer holds ``buffer_limit`` messages and ``on_overflow="raise"``.
             AuthError / GaveUpError: the link failed; call ``reconnect()`` first.
@@ -239,8 +244,12 @@ class Link:
         connected = self._core.state is State.CONNECTED
         ws = self._ws
         if connected and ws is not None and not self._buffer and self._inflight is None:
-            await self._write(ws, _Out(data, None))  # fast path: nothing queued, write from here
+            # fast path: nothing queued, write from here
+            if not await self._write(ws, _Out(data, None), requeue=buffer) and not buffer:
+                raise NotConnectedError(f"[{self.name}] connection lost during the write; nothing kept")
             return
+        if not buffer:
+            raise NotConnectedError(f"[{self.name}] not connected ({self._core.state}) or busy; nothing kept")
         if len(self._buffer) >= self._buffer_limit:
             if self._on_overflow == "raise":
                 raise BufferFullError(
@@ -597,8 +606,9 @@ class Link:
             if not await self._write(ws, self._buffer.popleft()):
                 return
 
-    async def _write(self, ws: ClientConnection, item: _Out) -> bool:
-        """Write ``item`` as the only writer; True when written. A failed write goes back to the front."""
+    async def _write(self, ws: ClientConnection, item: _Out, *, requeue: bool = True) -> bool:
+        """Write ``item`` as the only writer; True when written. A failed write goes back to the
+        front (unless ``requeue`` is False: the caller resends it from its own copy)."""
         self._inflight = item
         try:
             await ws.send(item.data)
@@ -606,23 +616,23 @@ class Link:
             # websockets writes an unfragmented frame before its first await, so a cancel means
             # "written, drain interrupted": count it while the connection lives (re-sending would
             # duplicate it), requeue it when the connection is being torn down (likely lost).
-            self._wrote(item, written=self._ws is ws and not self._closing)
+            self._wrote(item, written=self._ws is ws and not self._closing, requeue=requeue)
             raise
         except Exception as exc:  # noqa: BLE001 - any failed write ends this connection
-            self._wrote(item, written=False)
+            self._wrote(item, written=False, requeue=requeue)
             if not isinstance(exc, ConnectionClosed) and ws.transport is not None:
                 ws.transport.abort()  # the reader sees the loss and the core decides
             return False
         self._wrote(item, written=True)
         return True
 
-    def _wrote(self, item: _Out, *, written: bool) -> None:
+    def _wrote(self, item: _Out, *, written: bool, requeue: bool = True) -> None:
         if self._inflight is item:
             self._inflight = None
         if written:
             self._count_sent()
             item.settle(True)
-        else:
+        elif requeue:
             # Back to the front, so order holds and it goes out once after the reconnect.
             self._buffer.appendleft(item)
         if self._buffer:
