@@ -29,6 +29,26 @@ def test_toml_then_env_then_overrides(tmp_path: Path, monkeypatch: pytest.Monkey
     assert s.token is not None and "a-long-enough-token" not in repr(s)
 
 
+def test_env_reaches_every_section_with_double_underscore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TETHER_<SECTION>__<FIELD> (``__`` at each level) sets nested fields; lists and maps take JSON."""
+    monkeypatch.setenv("TETHER_ALERTS__TELEGRAM__BOT_TOKEN", "123:env-bot-token")
+    monkeypatch.setenv("TETHER_ALERTS__TELEGRAM__CHAT_ID", "42")
+    monkeypatch.setenv("TETHER_ALERTS__WEBHOOKS", '[{"name": "ops", "url": "https://hooks.example/k"}]')
+    monkeypatch.setenv("TETHER_ALERTS__RULES__SessionDown__FOR", "60")
+    monkeypatch.setenv("TETHER_RECOVERY__CLASSES__FLOOD_WAIT__ACTION", "wait")
+    monkeypatch.setenv("TETHER_SUPERVISOR__MAX_RESTARTS", "3")
+    monkeypatch.setenv("TETHER_SESSIONS__MAX_ATTEMPTS", "null")
+    s = load_settings(None)
+    assert s.alerts.telegram.bot_token is not None and s.alerts.telegram.bot_token.get_secret_value() == "123:env-bot-token"
+    assert str(s.alerts.telegram.chat_id) == "42" and s.alerts.webhooks[0].name == "ops"  # the Bot API takes either
+    assert s.alerts.rules["sessiondown"].for_ == 60  # names arrive lower-cased; the alert wiring matches them so
+    assert s.recovery.classes["flood_wait"].action == "wait"
+    assert (s.supervisor.max_restarts, s.sessions.max_attempts) == (3, None)
+    monkeypatch.setenv("TETHER_SUPERVISOR__MAX_RESTARTS", "0")
+    with pytest.raises(ConfigError, match=r"supervisor\.max_restarts"):
+        load_settings(None)
+
+
 def test_errors_name_the_field(tmp_path: Path) -> None:
     """A bad value, a typo and a missing file each give a ConfigError naming what to fix."""
     with pytest.raises(ConfigError, match=r"port: .*less than or equal to 65535"):

@@ -7,6 +7,12 @@ exactly, and a diff with secrets masked. Subscribers apply a new version to the 
 Start-up: the settings from the TOML file, ``TETHER_*`` and CLI flags (the *bootstrap*) are
 compared with the bootstrap stored last time. Unchanged: the latest stored version wins, so API
 changes survive a restart. Changed: what changed in the file is applied over the latest version.
+A stored version that this tether no longer accepts (a setting renamed by an upgrade) is logged
+and skipped: the service starts from the file and environment, as a new version.
+
+Backups: every version is also written whole to ``<data_dir>/config-backups/config-v<N>.json``
+(0600, the newest :data:`BACKUP_KEEP` kept), so a lost or damaged ``config.db`` costs nothing:
+``tether config import --replace <backup>`` restores one into any running service.
 """
 
 from __future__ import annotations
@@ -27,7 +33,10 @@ from .._errors import ConfigError, ServiceError
 from ._config_doc import diff, field_errors, make_patch, masked, merge_patch, restart_paths, secret_paths, to_document
 from ._settings import Settings, load_settings
 
-__all__ = ["ConfigManager", "ConfigVersion", "ConfigInvalid", "ConfigConflict"]
+__all__ = ["ConfigManager", "ConfigVersion", "ConfigInvalid", "ConfigConflict", "BACKUP_KEEP", "validate"]
+
+#: how many per-version backup files ``<data_dir>/config-backups`` keeps
+BACKUP_KEEP = 20
 
 log = logging.getLogger("tether.config")
 
@@ -86,7 +95,8 @@ class _Store:
                              "changes TEXT NOT NULL, restart TEXT NOT NULL, document TEXT NOT NULL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         except (sqlite3.Error, OSError) as exc:
-            raise ConfigError(f"cannot open the config history {str(path)!r}: {exc}") from None
+            raise ConfigError(f"cannot open the config history {str(path)!r}: {exc}; move it away to start a fresh "
+                              "history (every version is also in config-backups/ beside it)") from None
         for suffix in ("-wal", "-shm"):  # SQLite's side files hold the same secrets
             side = Path(f"{path}{suffix}")
             if side.exists():
@@ -127,11 +137,29 @@ class _Store:
         self._db.close()
 
 
+class _DocumentSettings(Settings):
+    """Settings built from a stored document alone.
+
+    The environment was already folded into the bootstrap. Read again here, a ``TETHER_*`` entry
+    of a free-form map (``TETHER_ALERTS__RULES__X__THRESHOLD``) would come back after a patch or a
+    rollback removed it, and a rollback would not restore the exact document.
+    """
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: Any, init_settings: Any, *_a: Any, **_kw: Any) -> tuple[Any, ...]:
+        return (init_settings,)
+
+
+_DocumentSettings.__name__ = _DocumentSettings.__qualname__ = "Settings"
+
+
 def validate(doc: Mapping[str, Any]) -> Settings:
-    """Build Settings from a full document; raises :class:`ConfigInvalid` naming every bad field."""
+    """Build Settings from a full document (no environment, no file); raises :class:`ConfigInvalid`
+    naming every bad field."""
+    if not isinstance(doc, Mapping):
+        raise ConfigInvalid("a configuration document must be an object", [{"field": "config", "message": "not an object"}])
     try:
-        # Init values outrank TETHER_* variables, and the document is complete: it is taken as is.
-        return Settings(**dict(doc))
+        return _DocumentSettings(**dict(doc))
     except ValidationError as exc:
         fields = field_errors(exc)
         raise ConfigInvalid("invalid configuration: " + "; ".join(f"{f['field']}: {f['message']}" for f in fields),
@@ -181,12 +209,24 @@ class ConfigManager:
             self.settings = self.bootstrap
         else:
             self.current = latest
-            self.settings = validate(latest.document)
-            before = self._store.bootstrap() or boot
-            patch = make_patch(before, boot)
-            if patch:
-                doc = merge_patch(latest.document, patch)
+            try:
+                self.settings = validate(latest.document)
+                before = self._store.bootstrap() or boot
+                patch = make_patch(before, boot)
+                doc = merge_patch(latest.document, patch) if patch else latest.document
                 new = validate(doc)
+            except ConfigInvalid as exc:
+                # Typically an upgrade renamed or tightened a setting. Refusing to start would leave the
+                # operator nothing to fix but the database; the file + environment are a valid start.
+                log.error("stored config version %d is not valid for this tether (%s); starting from %s and "
+                          "the environment as a new version (the old one stays in the history)",
+                          latest.version, exc, self.path or "the defaults")
+                self.current = self._record(boot, None, user="startup", source="startup", bootstrap=boot,
+                                            reason=f"version {latest.version} invalid: "
+                                                   + ", ".join(f["field"] for f in exc.fields))
+                self.settings = self.bootstrap
+                patch = {}
+            if patch:
                 if doc != latest.document:
                     self.current = self._record(doc, self.settings, user="file", reason="changed while stopped",
                                                 source="startup", bootstrap=boot)
@@ -271,8 +311,12 @@ class ConfigManager:
             if old is None:
                 raise ConfigInvalid(f"no config version {version}; GET /api/config/history lists them",
                                     [{"field": "version", "message": f"no version {version}"}])
-            return await self._apply(old.document, user=user, reason=reason or f"rollback to version {version}",
-                                     source=f"rollback:{version}")
+            try:
+                return await self._apply(old.document, user=user, reason=reason or f"rollback to version {version}",
+                                         source=f"rollback:{version}")
+            except ConfigInvalid as exc:  # stored by an older tether whose settings differ: nothing applied
+                raise ConfigInvalid(f"version {version} cannot be restored, this tether rejects it ({exc}); "
+                                    "nothing changed: patch the current config instead", exc.fields) from None
 
     def _check_match(self, if_match: int | None) -> None:
         if if_match is not None and if_match != self.version:
@@ -311,7 +355,26 @@ class ConfigManager:
                           reason=str(reason)[:500], source=source, changes=changes,
                           restart_required=restart_paths(changes), document=doc)
         self._store.add(v, bootstrap)
+        self._backup(v)
         return v
+
+    def _backup(self, v: ConfigVersion) -> None:
+        """Write ``v`` whole (secrets included: a masked copy could not restore them) beside config.db."""
+        folder = Path(self.bootstrap.data_dir) / "config-backups"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            path = folder / f"config-v{v.version:06d}.json"
+            tmp = folder / f".{path.name}.tmp"
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": v.version, "at": v.at, "user": v.user, "reason": v.reason,
+                           "source": v.source, "config": v.document}, f, indent=2)
+            os.replace(tmp, path)  # whole or not at all: a crash never leaves half a backup
+            for old in sorted(folder.glob("config-v*.json"))[:-BACKUP_KEEP]:
+                old.unlink(missing_ok=True)
+        except OSError as exc:  # the version is stored in config.db already; a backup is a second copy
+            log.warning("cannot write the config backup for version %d in %s: %s", v.version, folder,
+                        exc.strerror or type(exc).__name__)
 
     # --- the config file ------------------------------------------------------------------------
     async def reload(self) -> ConfigVersion | None:

@@ -66,12 +66,12 @@ class _Alerts:
             current = self.alerts.engine.rule(name)
             if current is None:  # deleted through the alerts API: leave it deleted
                 continue
-            tuning = cfg.rules.get(name)
+            tuning = cfg.rules.get(name, cfg.rules.get(name.lower()))  # TETHER_* variables arrive lower-cased
             values = {f: getattr(tuning, f) for f in _TUNABLE if tuning is not None and getattr(tuning, f) is not None}
             wanted = dataclasses.replace(rule, **values)
             if wanted != current:
                 self.alerts.add_rule(wanted)
-        unknown = sorted(set(cfg.rules) - set(self.base))
+        unknown = sorted(set(cfg.rules) - set(self.base) - {n.lower() for n in self.base})
         if unknown:
             log.warning("alerts.rules names unknown rule(s) %s; known: %s", ", ".join(unknown), ", ".join(sorted(self.base)))
         actions = alert_actions(cfg)

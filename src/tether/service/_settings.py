@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TETHER_",
         env_nested_delimiter="__",
+        env_parse_none_str="null",  # TETHER_SESSIONS__MAX_ATTEMPTS=null: never give up (as null in the API)
         extra="forbid",
         validate_default=True,
     )
