@@ -122,3 +122,53 @@ async def test_config_cli(tmp_path: Path) -> None:
         assert code == 1 and "sessions.send_batch" in out
     finally:
         await stop_service(r)
+
+
+async def test_cli_export_import_replace_round_trip_and_backup_restore(tmp_path: Path) -> None:
+    """export (TOML, JSON) to files, change things, import --replace: the earlier config exactly; a backup file restores secrets too."""
+    r, _ = await start_from_file(tmp_path, TOML.format(hb=5.0, bot=BOT_TOKEN), token=TOKEN)
+    runner = CliRunner()
+    new_bot = "777000:DDI-rotated-secret-token"
+
+    def cli(*args: str) -> tuple[int, str]:
+        res = runner.invoke(app, ["config", *args, "--url", r.url, "--token", TOKEN], env={"COLUMNS": "200"})
+        return res.exit_code, res.output
+
+    async def masked() -> dict[str, Any]:
+        return (await r.client.get("/api/config", headers={"Authorization": f"Bearer {TOKEN}"})).json()["config"]
+
+    try:
+        code, out = await asyncio.to_thread(cli, "set", "sessions.max_attempts=null", "sessions.heartbeat_interval=4",
+                                            "alerts.rules.MemoryHigh.threshold=5", "--user", "ann")
+        assert code == 0 and "config version 2" in out, out
+        v2 = await masked()
+        as_toml, as_json = tmp_path / "backup.toml", tmp_path / "backup.json"
+        assert (await asyncio.to_thread(cli, "export", "-o", str(as_toml)))[0] == 0
+        assert (await asyncio.to_thread(cli, "export", "-f", "json", "-o", str(as_json)))[0] == 0
+        for f in (as_toml, as_json):
+            assert BOT_TOKEN not in f.read_text() and TOKEN not in f.read_text()
+        assert "\nmax_attempts" not in as_toml.read_text().split("[sessions]")[1].split("[")[0]  # TOML has no null
+
+        change = ("sessions.max_attempts=7", "sessions.heartbeat_interval=9", "alerts.rules.SessionDown.for=5")
+        for f in (as_toml, as_json):
+            assert (await asyncio.to_thread(cli, "set", *change))[0] == 0
+            assert await masked() != v2
+            code, out = await asyncio.to_thread(cli, "import", str(f), "--replace", "--user", "bob")
+            assert code == 0 and "sessions.max_attempts: 7 -> null" in out, out
+            assert await masked() == v2  # unset again, the added rule tuning removed
+        # Exports are masked: importing one keeps the running secret; a backup file restores it too.
+        assert (await asyncio.to_thread(cli, "set", f"alerts.telegram.bot_token=\"{new_bot}\""))[0] == 0
+        code, out = await asyncio.to_thread(cli, "import", str(as_json), "--replace")
+        assert code == 0 and r.service.settings.alerts.telegram.bot_token.get_secret_value() == new_bot
+        assert new_bot not in out
+        backup = tmp_path / "data" / "config-backups" / "config-v000002.json"
+        code, out = await asyncio.to_thread(cli, "import", str(backup), "--replace", "--reason", "restore v2")
+        assert code == 0, out
+        assert r.service.config.current.document == r.service.config.get(2).document
+        assert r.service.settings.alerts.telegram.bot_token.get_secret_value() == BOT_TOKEN
+        assert BOT_TOKEN not in out and new_bot not in out
+        # --replace with a stale --if-match is refused like any other write.
+        code, out = await asyncio.to_thread(cli, "import", str(as_json), "--replace", "--if-match", "1")
+        assert code == 1 and "HTTP 409" in out
+    finally:
+        await stop_service(r)

@@ -173,9 +173,12 @@ def config_export(output: Optional[Path] = typer.Option(None, "--output", "-o", 
 
 @config_app.command("import")
 def config_import(file: Path = typer.Argument(..., help="a TOML or JSON document (full or partial)"),
+                  replace: bool = typer.Option(False, "--replace", help="the file is the whole configuration "
+                                               "(an export or a backup): what it leaves out becomes unset"),
                   user: Optional[str] = _USER, reason: str = _REASON, if_match: Optional[int] = _IF_MATCH,
                   url: str = _URL, token: Optional[str] = _TOKEN) -> None:
-    """Apply a document as a merge patch: what it names changes, masked secrets keep their stored value."""
+    """Apply a document: by default as a merge patch (what it names changes); with ``--replace`` the
+    running config becomes exactly the document. Masked secrets keep their stored value."""
     try:
         text = file.read_text()
     except OSError as exc:
@@ -189,8 +192,19 @@ def config_import(file: Path = typer.Argument(..., help="a TOML or JSON document
             doc = tomllib.loads(text)
     except ValueError as exc:
         _fail(f"{str(file)!r} is not valid {'JSON' if file.suffix.lower() == '.json' else 'TOML'}: {exc}")
-    if isinstance(doc, dict) and "config" in doc and "version" in doc:  # `config get` output
+    if isinstance(doc, dict) and "config" in doc and "version" in doc:  # `config get` output or a backup file
         doc = doc["config"]
+    if replace:
+        if not isinstance(doc, dict):
+            _fail(f"{str(file)!r} must hold a configuration document (an object)")
+        from ._config_doc import make_patch
+
+        # The difference from the running document: a key the file leaves out is sent as null, which
+        # unsets it (TOML has no null, so an export omits unset values) or removes a rule/class entry.
+        running = _request(url, token, "GET", "/api/config")
+        doc = make_patch(running["config"], doc)
+        if if_match is None:  # nobody may change it between our read and our write
+            if_match = running["version"]
     result = _request(url, token, "PATCH", "/api/config", body=doc,
                       params={"user": _user(user), "reason": reason or f"import {file.name}"},
                       headers=_headers(if_match))
