@@ -64,6 +64,28 @@ async def test_rate_never_exceeded_in_any_window() -> None:
     assert max(times) == pytest.approx((200 - 5) / 20)
 
 
+async def test_a_stalled_event_loop_does_not_turn_into_a_spike() -> None:
+    """Sleepers that fell due during a 1 s stall wake together; at most burst of them go at once."""
+    clock = FakeClock()
+    gate = Admission(rate=20, burst=5, clock=clock)
+    times: list[float] = []
+
+    async def take() -> None:
+        await gate.acquire()
+        times.append(clock.monotonic())
+
+    tasks = [asyncio.create_task(take()) for _ in range(200)]
+    await clock.advance(2.0)
+    await clock.stall(1.0)
+    await clock.advance(20.0)
+    await asyncio.gather(*tasks)
+    at_stall_end = sum(1 for t in times if t == pytest.approx(3.0))
+    assert at_stall_end == 5  # the burst, not the ~20 slots that fell due during the stall
+    for t in times:
+        assert sum(1 for u in times if t <= u < t + 1.0) <= 5 + 20
+    assert len(times) == 200
+
+
 async def test_cancelled_waiter_returns_its_slot() -> None:
     """Cancelling the last waiter gives its slot back: the next caller is not delayed by it."""
     clock = FakeClock()

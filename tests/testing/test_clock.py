@@ -58,3 +58,23 @@ def test_wall_moves_with_monotonic():
     """wall() is an offset of monotonic()."""
     clock = FakeClock(start=5)
     assert clock.wall() - clock.monotonic() == pytest.approx(1_767_225_600.0)
+
+
+async def test_stall_wakes_every_overdue_sleeper_together_at_its_end():
+    """stall() is a blocked event loop: sleepers due during it all wake at its end, in deadline order."""
+    clock = FakeClock()
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, s: float) -> None:
+        await clock.sleep(s)
+        woke.append((name, clock.monotonic()))
+
+    tasks = [asyncio.create_task(sleeper(n, s)) for n, s in (("b", 0.6), ("a", 0.2), ("c", 5.0))]
+    await clock.settle()
+    await clock.stall(1.0)
+    assert woke == [("a", 1.0), ("b", 1.0)]
+    await clock.advance(4.0)
+    assert woke[-1] == ("c", 5.0)
+    await asyncio.gather(*tasks)
+    with pytest.raises(ValueError):
+        await clock.stall(-1)

@@ -14,7 +14,11 @@ class Admission:
     A token bucket of ``burst`` tokens refilled at ``rate`` per second, implemented as a virtual
     schedule (GCRA): each :meth:`acquire` reserves the next free slot and sleeps until it, so callers
     are served first come, first served, and there is no background task to own or leak. In any
-    window of ``w`` seconds at most ``burst + rate * w`` acquisitions complete.
+    window of ``w`` seconds at most ``burst + rate * w`` acquisitions complete, measured on the times
+    they actually complete: when the event loop stalls (a busy process with thousands of links), the
+    sleepers that fell due during the stall wake together, and a second check on the real time lets
+    at most ``burst`` of them through at once and spaces the rest, so the upstream never sees the
+    stall as a spike.
 
     Example::
 
@@ -27,7 +31,7 @@ class Admission:
         clock: the clock to sleep on (defaults to the system clock).
     """
 
-    __slots__ = ("rate", "burst", "_clock", "_interval", "_tat", "granted")
+    __slots__ = ("rate", "burst", "_clock", "_interval", "_tat", "_rtat", "_tolerance", "granted")
 
     def __init__(self, *, rate: float, burst: int = 1, clock: Clock | None = None) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
@@ -39,6 +43,10 @@ class Admission:
         self._clock = clock or SYSTEM_CLOCK
         self._interval = 1.0 / self.rate
         self._tat: float | None = None  # theoretical arrival time of the next conforming attempt
+        self._rtat: float | None = None  # the same, over the times attempts were actually released
+        # How early a release may be against _rtat: burst - 1 intervals, plus a tenth of one so a
+        # timer that fires a millisecond late does not cost the next caller a second sleep.
+        self._tolerance = (burst - 0.9) * self._interval
         self.granted = 0
 
     def _reserve(self) -> float:
@@ -57,11 +65,24 @@ class Admission:
         try:
             if delay > 0:
                 await self._clock.sleep(delay)
+            await self._release()
         except BaseException:
             if self._tat == mine and self._tat is not None:
                 self._tat -= self._interval
             raise
         self.granted += 1
+
+    async def _release(self) -> None:
+        # GCRA again, on the time this caller really runs. Without a stall it passes at once (the
+        # reservation already spaced the callers); after one it holds back everyone past the burst.
+        while True:
+            now = self._clock.monotonic()
+            rtat = now if self._rtat is None else max(self._rtat, now)
+            wait = rtat - self._tolerance - now
+            if wait <= 0:
+                self._rtat = rtat + self._interval
+                return
+            await self._clock.sleep(wait)
 
     def __repr__(self) -> str:
         return f"Admission(rate={self.rate}, burst={self.burst})"

@@ -78,6 +78,14 @@ class FakeClock:
         self._now = target
         await self.settle()
 
+    async def stall(self, seconds: float) -> None:
+        """Jump ``seconds`` ahead the way a blocked event loop does: nothing wakes during the jump, then
+        every sleeper that fell due wakes at once, late, at the end of it (in deadline order)."""
+        if seconds < 0:
+            raise ValueError("FakeClock cannot go backwards")
+        self._now += seconds
+        await self.advance(0)
+
     async def run_until_idle(self, limit: float = 3600.0) -> None:
         """Advance to each next deadline until nothing sleeps or ``limit`` seconds have passed."""
         end = self._now + limit
