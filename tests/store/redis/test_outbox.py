@@ -193,3 +193,17 @@ async def test_nack_without_count_and_dead_letter_now(box, clock):
     assert [x.payload for x in await box.lease("s", 2)] == [] and b.payload == "b"
     await box.ack([b.id])
     assert await box.depth("s") == 0
+
+
+async def test_dead_letter_session_buries_every_undelivered_message(box):
+    """dead_letter_session() moves pending and leased messages of one session (only) to the dead letters."""
+    for i in range(3):
+        await box.put("gone", f"g{i}")
+    await box.put("kept", "k")
+    await box.lease("gone", 1)
+    assert await box.dead_letter_session("gone", reason="session deleted") == 3
+    assert await box.depth("gone") == 0 and await box.depth("kept") == 1
+    assert [(d.payload, d.reason) for d in await box.dead_letters("gone")] == \
+        [("g0", "session deleted"), ("g1", "session deleted"), ("g2", "session deleted")]
+    with pytest.raises(StoreTypeError):
+        await box.dead_letter_session("gone", reason="")

@@ -152,6 +152,16 @@ class RedisOutbox(RedisBase):
                                              self._idem_prefix(session), self._retention_ms, *sids]))
         return moved
 
+    async def dead_letter_session(self, session: str, *, reason: str) -> int:
+        """Move every undelivered message of ``session`` to the dead letters now, with ``reason``
+        (e.g. the session was deleted: they must not go out if the id is used again). Returns the count."""
+        check_session(session)
+        if not isinstance(reason, str) or not reason:
+            raise StoreTypeError("reason must be a non-empty str saying why the messages are dead")
+        return int(await self._script("dead_letter_session", _scripts.DEAD_LETTER_SESSION, session,
+                                      self._keys(session), [session, repr(self._clock.wall()), reason,
+                                                            self._idem_prefix(session), self._retention_ms]))
+
     async def release_leases(self, session: str) -> int:
         """Take over the session's pending entries from any consumer (``XAUTOCLAIM``) and give
         their leases back now, without counting an attempt. Call it after acquiring a session a

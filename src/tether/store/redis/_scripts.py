@@ -199,6 +199,24 @@ end
 return n
 """
 
+# KEYS: own, stream, meta, dead, dead-all.  ARGV: fence, session, now, reason, idem_prefix, retention_ms.
+# Every undelivered message of the session goes to the dead letters (the session is deleted).
+DEAD_LETTER_SESSION = FENCE + _OUTBOX_HELPERS + """
+local n = 0
+for _ = 1, 1000 do
+  local r = redis.call('XRANGE', stream, '-', '+', 'COUNT', 500)
+  if #r == 0 then break end
+  for _, m in ipairs(r) do
+    local f, kv = {}, m[2]
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+    local a = tonumber(redis.call('HGET', meta, 'a:' .. m[1]) or '0')
+    die(m[1], f, ARGV[2], ARGV[4], a, tonumber(ARGV[3]), ARGV[5], ARGV[6])
+    n = n + 1
+  end
+end
+return n
+"""
+
 # KEYS: own, stream, meta.  ARGV: fence, consumer.
 # A node taking a session over claims the previous owner's pending entries (XAUTOCLAIM) and gives
 # their leases back at once, without counting an attempt (like Outbox.release_leases()).
