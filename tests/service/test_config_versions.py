@@ -46,6 +46,7 @@ async def test_if_match_absent_present_star_and_etags(running: Running) -> None:
     hist = await c.get("/api/config/history")
     assert hist.headers["etag"] == '"4"' and [v["version"] for v in hist.json()["versions"]] == [4, 3, 2, 1]
     assert running.service.sweep.interval == 63  # the running sweep took it too
+    assert (await c.get("/health/sweeps")).json()["interval"] == 63
 
 
 async def test_rollback_to_a_version_this_tether_rejects_is_a_clear_422(running: Running) -> None:
@@ -112,3 +113,21 @@ async def test_every_version_is_backed_up_to_a_private_file(tmp_path: Path, monk
         assert backup["config"]["token"] == "backup-token-123"
     finally:
         await stop_service(r)
+
+
+async def test_a_url_with_a_password_is_a_secret_and_scale_out_needs_a_restart(running: Running) -> None:
+    """store = redis://:pw@... is masked in answers and diffs, kept when sent back masked, and applies after restart."""
+    c = running.client
+    url = "redis://:redis-pa55-not-shown@127.0.0.1:6390/0"
+    p = await c.patch("/api/config?user=ann", json={"store": url, "node_id": "n1"})
+    assert p.status_code == 200, p.text
+    assert sorted(p.json()["restart_required"]) == ["node_id", "store"]
+    assert {"path": "store", "old": None, "new": "**********", "secret": True} in p.json()["changes"]
+    got = await c.get("/api/config")
+    assert got.json()["config"]["store"] == "**********" and sorted(got.json()["pending_restart"]) == ["node_id", "store"]
+    back = await c.patch("/api/config?user=ann", json=got.json()["config"])
+    assert back.status_code == 200 and back.json()["version"] == 2  # the masked URL kept the stored one
+    assert running.service.config.current.document["store"] == url
+    for text in (p.text, got.text, back.text, (await c.get("/api/config/history")).text):
+        assert "redis-pa55" not in text
+    assert (await c.get("/health/sweeps")).json()["interval"] == running.service.settings.sweep_interval

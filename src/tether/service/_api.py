@@ -248,7 +248,7 @@ def create_app(service: Service) -> FastAPI:
                              "by_state": by_state, "not_connected": down[:50]}
         sweep = service.sweep
         last = sweep.reports[-1] if sweep and sweep.reports else None
-        comps["sweep"] = {"status": "ok", "interval": settings.sweep_interval,
+        comps["sweep"] = {"status": "ok", "interval": service.settings.sweep_interval,  # live: /api/config
                           "last_run_at": last.at if last else None,
                           "last_findings": len(last.findings) if last else 0}
         wh = service.db.webhook_counts() if db_ok and service.db else {}
@@ -290,7 +290,7 @@ def create_app(service: Service) -> FastAPI:
     async def get_sweeps() -> SweepList:
         """What the last health sweeps found and did, newest first."""
         reports = list(reversed(service.sweep.reports)) if service.sweep else []
-        return SweepList(interval=settings.sweep_interval, reports=[
+        return SweepList(interval=service.settings.sweep_interval, reports=[
             SweepOut(at=r.at, checked=r.checked, duration=r.duration,
                      findings=[{"session": f.session, "problem": f.problem, "action": f.action} for f in r.findings])
             for r in reports])

@@ -24,11 +24,14 @@ __all__ = [
 MASK = "**********"
 
 _SECRET_NAME = re.compile(r"token|secret|password|passwd|api_key|apikey|authorization|credential", re.I)
+# A URL carrying a password (store = "redis://:pw@host/0") is a secret as a whole.
+_URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@?#]*:[^/@?#]*@", re.I)
 
 #: settings read once at start-up: a change is stored and reported as "applies after restart"
 RESTART_PATHS = (
     "host", "port", "data_dir", "token", "log_format", "log_level", "event_log_size", "max_message_bytes",
     "webhook", "sessions.connect_rate", "sessions.connect_burst", "sessions.outbox_max_attempts", "supervisor",
+    "store", "node_id", "lease_ttl", "public_url",
 )
 
 # Free-form maps: a null in a patch removes the entry (elsewhere null is a value: max_attempts = never).
@@ -69,8 +72,9 @@ def secret_paths(settings: BaseModel) -> set[tuple[Any, ...]]:
     shown = settings.model_dump(mode="json", by_alias=True)
     out = set()
     for path, value in _walk(shown):
-        if value == MASK or (path and isinstance(path[-1], str) and _SECRET_NAME.search(path[-1])
-                             and value is not None and not isinstance(value, (dict, list, bool))):
+        if value == MASK or (isinstance(value, str) and _URL_PASSWORD.match(value)) or (
+                path and isinstance(path[-1], str) and _SECRET_NAME.search(path[-1])
+                and value is not None and not isinstance(value, (dict, list, bool))):
             out.add(path)
     return out
 
