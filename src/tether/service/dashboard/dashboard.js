@@ -2,8 +2,8 @@
 (function () {
   "use strict";
   const $ = (sel) => document.querySelector(sel);
-  const state = { sessions: new Map(), token: sessionStorage.getItem("tether.token") || "", buckets: [], recovery: [] };
-  const BUCKET_MS = 10000, BUCKETS = 36;
+  const state = { sessions: new Map(), token: sessionStorage.getItem("tether.token") || "", recovery: [] };
+  const BUCKET_MS = 10000, BUCKETS = 36, BACKFILL = 60;
 
   async function api(path, opts = {}) {
     const headers = Object.assign({ "Content-Type": "application/json" }, opts.headers || {});
@@ -43,39 +43,61 @@
   };
   const text = (v) => (v == null || v === "" ? "–" : String(v));
 
-  function sessionRow(s) {
-    const st = s.stats || {};
-    const upSince = st.up_since ?? s.up_since;
-    const uptime = upSince ? Date.now() / 1000 - upSince : null;
-    const close = st.last_close_code != null ? `${st.last_close_code} ${st.last_close_reason || ""}` : "–";
-    const tr = document.createElement("tr");
-    tr.dataset.session = s.id;
+  // Rows are made once per session and then updated in place: rebuilding them on every event (a
+  // heartbeat per session every few seconds) would swallow clicks that land during a rebuild.
+  const rowEls = new Map();
+  function rowFor(id) {
+    let tr = rowEls.get(id);
+    if (tr) return tr;
+    tr = document.createElement("tr");
+    tr.dataset.session = id;
     tr.innerHTML = `<td class="id"></td><td class="kind"></td><td><span class="state"></span></td>
       <td class="uptime"></td><td class="attempts"></td><td class="close"></td><td class="err"></td><td class="queue"></td>
-      <td><button class="restart">Restart</button> <button class="logout">Logout</button></td>`;
-    tr.querySelector(".id").textContent = s.id;
-    tr.querySelector(".kind").textContent = s.kind || "";
+      <td class="actions"><button class="restart">Restart</button> <button class="logout">Logout</button></td>`;
+    tr.querySelector(".id").textContent = id;
+    tr.querySelector(".restart").onclick = () => act(id, "restart");
+    tr.querySelector(".logout").onclick = () => act(id, "logout");
+    rowEls.set(id, tr);
+    return tr;
+  }
+  const setText = (el, value) => { if (el.textContent !== value) el.textContent = value; };
+
+  function fillRow(tr, s) {
+    const st = s.stats || {};
+    const upSince = st.up_since ?? s.up_since;
+    const close = st.last_close_code != null ? `${st.last_close_code} ${st.last_close_reason || ""}`.trim() : "–";
+    setText(tr.querySelector(".kind"), s.kind || "");
     const badge = tr.querySelector(".state");
-    badge.textContent = s.state;
+    setText(badge, s.state);
     badge.className = "state state-" + s.state;
     const up = tr.querySelector(".uptime");
-    if (s.state === "connected" && upSince) up.dataset.since = upSince;
-    up.textContent = s.state === "connected" ? fmtDur(uptime) : "–";
-    tr.querySelector(".attempts").textContent = text(st.attempts);
-    tr.querySelector(".close").textContent = close.trim();
+    if (s.state === "connected" && upSince) {
+      up.dataset.since = upSince;
+      setText(up, fmtDur(Date.now() / 1000 - upSince));
+    } else {
+      delete up.dataset.since;
+      setText(up, "–");
+    }
+    setText(tr.querySelector(".attempts"), text(st.attempts));
+    const closeEl = tr.querySelector(".close");
+    setText(closeEl, close);
+    closeEl.title = close;
     const err = tr.querySelector(".err");
-    err.textContent = text(st.last_error);
+    setText(err, text(st.last_error));
     err.title = st.last_error || "";
-    tr.querySelector(".queue").textContent = text(s.queue_depth ?? st.queue_depth ?? st.buffered);
-    tr.querySelector(".restart").onclick = () => act(s.id, "restart");
-    tr.querySelector(".logout").onclick = () => act(s.id, "logout");
-    return tr;
+    setText(tr.querySelector(".queue"), text(s.queue_depth ?? st.queue_depth ?? st.buffered));
+    tr.querySelector(".logout").disabled = s.desired === "logged_out";
   }
 
   function render() {
     const tbody = $("#sessions tbody");
     const rows = [...state.sessions.values()].sort((a, b) => a.id.localeCompare(b.id));
-    tbody.replaceChildren(...rows.map(sessionRow));
+    for (const [id, tr] of rowEls) if (!state.sessions.has(id)) { tr.remove(); rowEls.delete(id); }
+    rows.forEach((s, i) => {
+      const tr = rowFor(s.id);
+      fillRow(tr, s);
+      if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+    });
     const counts = {};
     for (const s of rows) counts[s.state] = (counts[s.state] || 0) + 1;
     $("#summary").innerHTML = "";
@@ -113,9 +135,16 @@
       const ul = $("#alerts");
       ul.replaceChildren();
       for (const a of items.filter((a) => (a.state || a.status) !== "resolved")) {
+        // "SessionDown · ws-2", then the state and severity; the labels that say which thing, not the
+        // ones that repeat the rule, and the summary as the tooltip.
+        const labels = Object.entries(a.labels || {})
+          .filter(([k]) => k !== "alertname" && k !== "severity").map(([, v]) => v);
         const li = document.createElement("li");
         li.className = a.state || a.status || "firing";
-        li.textContent = `${a.rule || a.name || "alert"} ${a.labels ? JSON.stringify(a.labels) : ""} (${a.severity || ""})`;
+        li.innerHTML = `<b></b> <span class="muted"></span>`;
+        li.querySelector("b").textContent = [a.rule || a.name || "alert", ...labels].join(" · ");
+        li.querySelector("span").textContent = [a.state, a.severity, a.silenced ? "silenced" : ""].filter(Boolean).join(", ");
+        li.title = a.summary || "";
         ul.appendChild(li);
       }
       if (!ul.children.length) ul.innerHTML = `<li class="muted">none</li>`;
@@ -126,21 +155,62 @@
     refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, 300);
   }
 
-  function logLine(msg, id) {
+  // at: the event's own time in seconds (replayed events happened before they arrived).
+  function logLine(msg, id, at, older = false) {
     const li = document.createElement("li");
     if (id != null) li.dataset.id = id;
-    li.textContent = `${new Date().toLocaleTimeString()}  ${msg}`;
+    const when = at ? new Date(at * 1000) : new Date();
+    li.textContent = `${id != null ? "#" + id + "  " : ""}${when.toLocaleTimeString()}  ${msg}`;
     const ol = $("#events");
-    ol.prepend(li);
+    older ? ol.append(li) : ol.prepend(li);
     while (ol.children.length > 300) ol.lastChild.remove();
   }
 
-  function bucket(now = Date.now()) {
-    const b = Math.floor(now / BUCKET_MS);
-    const last = state.buckets[state.buckets.length - 1];
-    if (!last || last.b !== b) state.buckets.push({ b, reconnects: 0, recovery: [] });
-    while (state.buckets.length > BUCKETS) state.buckets.shift();
-    return state.buckets[state.buckets.length - 1];
+  function describe(name, ev, sid) {
+    const detail = ev.reason ? ` ${ev.reason}`
+      : ev.code ? ` code ${ev.code}`
+      : name === "connected" && ev.downtime > 0 ? ` after ${(+ev.downtime).toFixed(1)} s down`
+      : name === "connecting" && ev.attempt ? ` attempt ${ev.attempt}`
+      : ev.delay != null ? ` in ${(+ev.delay).toFixed(1)} s` : "";
+    return `[${sid || "service"}] ${name}${detail}`;
+  }
+
+  // The first time the page gets a cursor, show what happened just before it: the last events in the
+  // log and the chart's reconnects. They are history, not "received" (ids <= cursor never overlap live).
+  let backfilled = false;
+  async function backfill(cursor) {
+    if (backfilled || cursor == null) return;
+    backfilled = true;
+    try {
+      const data = await api(`/api/events/history?since=${Math.max(0, cursor - 1000)}&limit=1000`);
+      const events = (data.events || []).filter((e) => e.id <= cursor);
+      for (const e of events) {
+        const d = e.data || {};
+        if (e.type === "link.connected" && d.downtime > 0) noteReconnect(e.at, d.downtime);
+      }
+      for (const e of events.slice(-BACKFILL).reverse()) {
+        logLine(describe(e.type.slice(e.type.indexOf(".") + 1), e.data || {}, e.session), e.id, e.at, true);
+      }
+      drawChart();
+    } catch (_) {}
+  }
+
+  // Reconnects ({t: ms, downtime: s}) in the chart's window, whatever their source (live or backfill).
+  function noteReconnect(atSeconds, downtime) {
+    const t = atSeconds ? atSeconds * 1000 : Date.now();
+    if (t < Date.now() - BUCKETS * BUCKET_MS) return;
+    state.recovery.push({ t, downtime });
+    state.recovery.sort((a, b) => a.t - b.t);
+  }
+  function buckets(now = Date.now()) {
+    const end = Math.floor(now / BUCKET_MS);
+    const bs = Array.from({ length: BUCKETS }, () => ({ reconnects: 0, recovery: [] }));
+    while (state.recovery.length && state.recovery[0].t < (end - BUCKETS + 1) * BUCKET_MS) state.recovery.shift();
+    for (const r of state.recovery) {
+      const i = BUCKETS - 1 - (end - Math.floor(r.t / BUCKET_MS));
+      if (i >= 0 && i < BUCKETS) { bs[i].reconnects += 1; bs[i].recovery.push(r.downtime); }
+    }
+    return bs;
   }
 
   function onEvent(msg) {
@@ -149,37 +219,62 @@
     const ev = msg.event || {};
     const sid = ev.session;
     const type = ev.type || ev.kind || "event";
-    if (type === "connecting" || type === "backing_off") bucket().reconnects += type === "connecting" && ev.attempt > 1 ? 1 : 0;
-    if (type === "connected" && ev.downtime > 0) bucket().recovery.push(ev.downtime);
+    // A reconnect is a connection after a loss (downtime > 0); its downtime is the recovery time.
+    if (type === "connected" && ev.downtime > 0) noteReconnect(ev.at, ev.downtime);
     const s = sid && state.sessions.get(sid);
     if (s && ev.state) { s.state = ev.state; render(); }
-    const detail = ev.reason ? ` ${ev.reason}` : ev.code ? ` code ${ev.code}` : "";
-    logLine(`[${sid || "service"}] ${type}${detail}`, msg.id);
+    logLine(describe(type, ev, sid), msg.id, ev.at);
     scheduleRefresh();
   }
 
   function drawChart() {
     const c = $("#chart"), g = c.getContext("2d");
-    const W = c.width, H = c.height;
+    // Draw at the size the canvas is shown at (times the pixel ratio), or the text comes out stretched.
+    const dpr = window.devicePixelRatio || 1;
+    const W = c.clientWidth || 640, H = c.clientHeight || 200;
+    if (c.width !== Math.round(W * dpr) || c.height !== Math.round(H * dpr)) {
+      c.width = Math.round(W * dpr);
+      c.height = Math.round(H * dpr);
+    }
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
     g.clearRect(0, 0, W, H);
-    bucket();
-    const bs = state.buckets;
+    const bs = buckets();
     const maxR = Math.max(1, ...bs.map((b) => b.reconnects));
     const rec = bs.map((b) => (b.recovery.length ? b.recovery.reduce((x, y) => x + y, 0) / b.recovery.length : null));
     const maxT = Math.max(1, ...rec.filter((x) => x != null));
-    const bw = W / BUCKETS;
+    // Plot area inside margins for the axis labels: reconnects on the left, recovery seconds on the right.
+    const L = 34, R = 40, T = 12, B = 20, pw = W - L - R, ph = H - T - B, bw = pw / BUCKETS;
+    g.font = "11px system-ui, sans-serif";
+    g.strokeStyle = "#222b36"; g.lineWidth = 1; g.fillStyle = "#7d8895";
+    for (const f of [0, 0.5, 1]) {
+      const y = Math.round(T + ph * (1 - f)) + 0.5;
+      g.beginPath(); g.moveTo(L, y); g.lineTo(L + pw, y); g.stroke();
+      g.textAlign = "right"; g.fillText(String(+(maxR * f).toFixed(1)), L - 6, y + 4);
+      g.textAlign = "left"; g.fillText((maxT * f).toFixed(1) + " s", L + pw + 6, y + 4);
+    }
+    g.textAlign = "left"; g.fillText(`−${(BUCKETS * BUCKET_MS) / 60000} min`, L, H - 5);
+    g.textAlign = "right"; g.fillText("now", L + pw, H - 5);
     g.fillStyle = "#d29922";
-    bs.forEach((b, i) => { const h = (b.reconnects / maxR) * (H - 20); g.fillRect(i * bw + 2, H - h, bw - 4, h); });
-    g.strokeStyle = "#58a6ff"; g.lineWidth = 2; g.beginPath();
+    bs.forEach((b, i) => {
+      const h = (b.reconnects / maxR) * ph;
+      if (h > 0) g.fillRect(L + i * bw + 1, T + ph - h, Math.max(1, bw - 2), h);
+    });
+    g.strokeStyle = "#58a6ff"; g.fillStyle = "#58a6ff"; g.lineWidth = 2; g.beginPath();
     let started = false;
+    const pts = [];
     rec.forEach((t, i) => {
       if (t == null) return;
-      const x = i * bw + bw / 2, y = H - (t / maxT) * (H - 20);
+      const x = L + i * bw + bw / 2, y = T + ph - (t / maxT) * ph;
+      pts.push([x, y]);
       started ? g.lineTo(x, y) : g.moveTo(x, y); started = true;
     });
     g.stroke();
-    g.fillStyle = "#7d8895"; g.font = "11px sans-serif";
-    g.fillText(`max ${maxR} reconnects · ${maxT.toFixed(1)} s`, 6, 12);
+    for (const [x, y] of pts) { g.beginPath(); g.arc(x, y, 2.5, 0, 2 * Math.PI); g.fill(); }
+    if (!pts.length) {
+      g.fillStyle = "#7d8895"; g.textAlign = "center";
+      g.fillText("no reconnects in the last " + (BUCKETS * BUCKET_MS) / 60000 + " minutes", L + pw / 2, T + ph / 2);
+    }
+    g.textAlign = "left";
   }
 
   let live = null;
@@ -196,7 +291,7 @@
     window.tetherLive = live; // for tests and the curious
     window.tetherDashboard = { received, live: liveLog };
     live.addEventListener("event", (e) => onEvent(e.detail));
-    live.addEventListener("reset", () => refresh());
+    live.addEventListener("reset", (e) => { refresh(); backfill(e.detail.last_event_id); });
     live.addEventListener("state", (e) => {
       const st = e.detail.state;
       liveLog.push({ state: st, attempt: e.detail.attempt ?? null, delay: e.detail.delay ?? null, total: live.totalAttempts });
