@@ -26,8 +26,8 @@ class ClassPolicySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Literal["retry", "wait", "reconnect", "rotate_proxy", "relogin", "fail"]
-    max_retries: int = Field(0, ge=0, le=1000)
+    action: Literal["retry", "wait", "reconnect", "rotate_proxy", "relogin", "fail"] = Field(..., description="what the engine does")
+    max_retries: int = Field(0, ge=0, le=1000, description="retries before giving up")
     delay: float = Field(1.0, ge=0, description="first backoff step in seconds")
     factor: float = Field(2.0, ge=1, description="growth per retry (1.0: a fixed delay)")
 
@@ -39,7 +39,7 @@ class RecoverySettings(BaseModel):
 
     max_wait: float = Field(3600.0, gt=0, description="longest server-named wait honoured, seconds")
     cap: float = Field(300.0, gt=0, description="largest backoff step, seconds")
-    jitter: Literal["full", "equal", "none"] = "equal"
+    jitter: Literal["full", "equal", "none"] = Field("equal", description="randomness of backoff steps")
     wait_jitter: float = Field(1.0, ge=0, description="random seconds added to a server-named wait")
     deadline: float | None = Field(None, gt=0, description="give up one call after this many seconds (None: never)")
     classes: dict[str, ClassPolicySettings] = Field(
@@ -71,12 +71,12 @@ class RuleTuning(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    threshold: float | None = None
+    threshold: float | None = Field(None, description="the value the metric is compared with")
     for_: float | None = Field(None, ge=0, alias="for", description="seconds the condition must hold")
-    keep_firing_for: float | None = Field(None, ge=0)
-    repeat_interval: float | None = Field(None, gt=0)
+    keep_firing_for: float | None = Field(None, ge=0, description="seconds it stays firing after it clears")
+    repeat_interval: float | None = Field(None, gt=0, description="seconds between repeated notifications")
     severity: Literal["info", "warning", "critical"] | None = None
-    enabled: bool | None = None
+    enabled: bool | None = Field(None, description="false: the rule is not evaluated")
 
 
 class AlertWebhookSettings(BaseModel):
@@ -103,12 +103,12 @@ class EmailSettings(BaseModel):
 
     host: str | None = Field(None, description="SMTP server")
     port: int = Field(25, ge=1, le=65535)
-    username: str | None = None
+    username: str | None = Field(None, description="SMTP login")
     password: SecretStr | None = None
     sender: str = Field("tether@localhost", description="the From address")
     to: list[str] = Field(default_factory=list, description="recipients")
-    starttls: bool = False
-    use_ssl: bool = False
+    starttls: bool = Field(False, description="upgrade the connection with STARTTLS")
+    use_ssl: bool = Field(False, description="connect with TLS (port 465)")
 
 
 class TelegramAlertSettings(BaseModel):
@@ -117,8 +117,8 @@ class TelegramAlertSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     api_base: str = Field("https://api.telegram.org", description="Bot API root")
-    bot_token: SecretStr | None = None
-    chat_id: int | str | None = None
+    bot_token: SecretStr | None = Field(None, description="the alerting bot's token")
+    chat_id: int | str | None = Field(None, description="where alerts go")
 
     @field_validator("api_base")
     @classmethod
@@ -136,7 +136,7 @@ class AlertSettings(BaseModel):
     interval: float = Field(15.0, gt=0, description="seconds between rule evaluations")
     rules: dict[str, RuleTuning] = Field(
         default_factory=dict, description="per rule overrides, e.g. [alerts.rules.SessionDown] for = 60")
-    webhooks: list[AlertWebhookSettings] = Field(default_factory=list)
+    webhooks: list[AlertWebhookSettings] = Field(default_factory=list, description="webhook destinations")
     email: EmailSettings = Field(default_factory=EmailSettings)
     telegram: TelegramAlertSettings = Field(default_factory=TelegramAlertSettings)
 
@@ -146,13 +146,13 @@ class SupervisorSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    restart: Literal["always", "on-failure", "never"] = "always"
+    restart: Literal["always", "on-failure", "never"] = Field("always", description="when a child is restarted")
     backoff_initial: float = Field(1.0, gt=0)
     backoff_factor: float = Field(2.0, ge=1)
     backoff_max: float = Field(60.0, gt=0)
-    min_uptime: float = Field(30.0, ge=0)
-    max_restarts: int = Field(10, ge=1)
-    window: float = Field(60.0, gt=0)
+    min_uptime: float = Field(30.0, ge=0, description="seconds up that count as a good start")
+    max_restarts: int = Field(10, ge=1, description="restarts within window before a cooldown")
+    window: float = Field(60.0, gt=0, description="seconds max_restarts is counted over")
     cooldown: float = Field(300.0, ge=0)
     kill_timeout: float = Field(10.0, gt=0)
     health_interval: float = Field(10.0, gt=0)

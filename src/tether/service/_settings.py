@@ -32,7 +32,7 @@ class SessionDefaults(BaseModel):
 
     heartbeat_interval: float = Field(20.0, gt=0, description="seconds between heartbeats")
     heartbeat_timeout: float = Field(10.0, gt=0, description="seconds to wait for a heartbeat answer")
-    connect_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0, description="seconds one connection attempt may take")
     max_attempts: int | None = Field(10, ge=1, description="reconnect attempts before giving up (None: never)")
     backoff_base: float = Field(3.0, gt=0, description="first reconnect delay (seed 000: 3 s)")
     backoff_cap: float = Field(60.0, gt=0, description="largest reconnect delay (seed 000: 60 s)")
@@ -58,10 +58,10 @@ class WebhookSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key (generated in data_dir when unset)")
-    timeout: float = Field(10.0, gt=0)
-    max_attempts: int = Field(8, ge=1, le=100)
-    backoff_base: float = Field(0.5, gt=0)
-    backoff_cap: float = Field(60.0, gt=0)
+    timeout: float = Field(10.0, gt=0, description="seconds one webhook POST may take")
+    max_attempts: int = Field(8, ge=1, le=100, description="POSTs of one message before it is dead")
+    backoff_base: float = Field(0.5, gt=0, description="first retry delay, seconds")
+    backoff_cap: float = Field(60.0, gt=0, description="largest retry delay, seconds")
 
 
 class Settings(BaseSettings):
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     )
 
     host: str = Field("127.0.0.1", description="address to bind; beyond loopback a token is required")
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(8080, ge=0, le=65535, description="TCP port (0: any free port)")
     token: SecretStr | None = Field(None, description="bearer token for the API (TETHER_TOKEN)")
     data_dir: Path = Field(Path(".tether"), description="where the SQLite files live")
     sweep_interval: float = Field(300.0, gt=0, description="seconds between health sweeps")
@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1_048_576, ge=1, description="largest request body accepted (413 above)")
     shutdown_timeout: float = Field(10.0, gt=0, description="seconds to drain in-flight sends on shutdown")
     event_log_size: int = Field(10_000, ge=10, description="events kept for SSE resume")
-    log_format: Literal["human", "json"] = "human"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["human", "json"] = Field("human", description="console log lines: human or JSON")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="console log level")
     sessions: SessionDefaults = Field(default_factory=SessionDefaults)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
