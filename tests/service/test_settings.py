@@ -75,3 +75,17 @@ def test_beyond_loopback_needs_token() -> None:
     load_settings(None, host="0.0.0.0", token="a-long-enough-token").check_can_serve()
     for host in ("::1", "localhost", "127.0.0.2"):
         load_settings(None, host=host).check_can_serve()
+
+
+def test_errors_never_echo_a_secret(tmp_path: Path) -> None:
+    """A rejected secret (a webhook URL with its key, a short token, a mistyped bot token) is named, never shown."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('token = "shortpw"\n[alerts.telegram]\nbot_token = 123456789\n'
+                   '[[alerts.webhooks]]\nurl = "ftp://hooks.example/key-5b1c9e-secret"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    message = str(info.value)
+    for field in ("token:", "alerts.telegram.bot_token", "alerts.webhooks.0.url"):
+        assert field in message
+    for secret in ("shortpw", "123456789", "key-5b1c9e-secret"):
+        assert secret not in message
