@@ -198,3 +198,70 @@ test("close() is final: no reconnect, ever", () => {
   s.connect();
   assert.equal(w.sockets.length, 1);
 });
+
+// A page's window and document, just enough for visibility and network events.
+function page() {
+  const win = new EventTarget();
+  const doc = Object.assign(new EventTarget(), { visibilityState: "visible" });
+  globalThis.window = win;
+  globalThis.document = doc;
+  const setVisible = (visible) => {
+    doc.visibilityState = visible ? "visible" : "hidden";
+    doc.dispatchEvent(new Event("visibilitychange"));
+  };
+  const done = () => { delete globalThis.window; delete globalThis.document; };
+  return { win, setVisible, done };
+}
+
+test("a hidden tab closes the socket and makes no attempt; visible again reconnects at once", () => {
+  const p = page();
+  try {
+    const w = world();
+    const s = w.make();
+    s.connect();
+    w.sockets[0].accept();
+    p.setVisible(false);
+    assert.equal(s.state, "paused");
+    assert.equal(w.open(), 0);
+    w.advance(3600000); // an hour hidden: not one attempt
+    assert.equal(w.sockets.length, 1);
+    p.setVisible(true);
+    assert.equal(w.sockets.length, 2);
+    assert.equal(s.state, "connecting");
+    // hidden while waiting out a backoff: the pending attempt is dropped too
+    w.sockets[1].serverClose(1006);
+    assert.equal(s.state, "backing_off");
+    p.setVisible(false);
+    w.advance(3600000);
+    assert.equal(w.sockets.length, 2);
+    s.connect(); // a page calling connect() while hidden stays paused
+    assert.equal(w.sockets.length, 2);
+    assert.equal(s.state, "paused");
+  } finally {
+    p.done();
+  }
+});
+
+test("the online event skips the rest of the backoff, once (single flight)", () => {
+  const p = page();
+  try {
+    const w = world();
+    const s = w.make({ baseDelay: 10000, maxDelay: 60000 });
+    s.connect();
+    w.sockets[0].serverClose(1006); // never opened: backing off up to 10 s
+    assert.equal(s.state, "backing_off");
+    p.win.dispatchEvent(new Event("online"));
+    p.win.dispatchEvent(new Event("online"));
+    assert.equal(w.sockets.length, 2);
+    assert.equal(w.open(), 1);
+    w.sockets[1].accept();
+    w.advance(12000); // past the 10 s backoff: its cancelled timer never fires a second socket
+    assert.equal(w.sockets.length, 2);
+    // online while connected changes nothing
+    p.win.dispatchEvent(new Event("online"));
+    assert.equal(w.sockets.length, 2);
+    assert.equal(s.state, "open");
+  } finally {
+    p.done();
+  }
+});
