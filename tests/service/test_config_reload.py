@@ -172,3 +172,19 @@ async def test_cli_export_import_replace_round_trip_and_backup_restore(tmp_path:
         assert code == 1 and "HTTP 409" in out
     finally:
         await stop_service(r)
+
+
+async def test_file_changed_while_stopped_applies_over_the_latest_version(tmp_path: Path) -> None:
+    """At start-up, what changed in the file since the last run is a version by `file`; API changes to other fields stay."""
+    r, path = await start_from_file(tmp_path, TOML.format(hb=5.0, bot=BOT_TOKEN))
+    assert (await r.client.patch("/api/config?user=ann", json={"sessions": {"send_batch": 9}})).status_code == 200
+    await stop_service(r)
+    path.write_text(TOML.format(hb=2.5, bot=BOT_TOKEN))
+    r = await start_service(load_settings(path, port=0, data_dir=tmp_path / "data"))
+    try:
+        v = r.service.config.current
+        assert (v.version, v.user, v.reason) == (3, "file", "changed while stopped")
+        assert [c["path"] for c in v.changes] == ["sessions.heartbeat_interval"]
+        assert (r.service.settings.sessions.heartbeat_interval, r.service.settings.sessions.send_batch) == (2.5, 9)
+    finally:
+        await stop_service(r)
