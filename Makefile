@@ -21,7 +21,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 chaos: $(STAMP)
-	$(BIN)/python -m bench.chaos --seconds $${CHAOS_SECONDS:-120}
+	$(BIN)/python -m bench.chaos --mode both --seconds $${CHAOS_SECONDS:-120}
 
 clean:
 	rm -rf $(VENV) .tether .pytest_cache

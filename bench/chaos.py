@@ -32,7 +32,9 @@ reported as "still queued", not as lost).
 
 ``--mode service``: the same sessions inside one ``tether serve`` process (:class:`ServiceFleet`),
 messages posted to its HTTP API with an ``Idempotency-Key``; faults, producers and accounting are
-the same. Leaked tasks there are the harness's; the service's own cleanup shows as its exit code on
+the same. The sessions use the websocket connector's ``ack`` option (a message counts as delivered
+when the upstream acknowledges its id, and is sent again otherwise); ``--no-ack`` creates them
+without it, to show what socket-write delivery loses in the same chaos. Leaked tasks there are the harness's; the service's own cleanup shows as its exit code on
 SIGTERM (its shutdown cancels and awaits every task it owns).
 """
 
@@ -92,6 +94,7 @@ class Report:
     lost_examples: list[str] = field(default_factory=list)
     mode: str = "direct"
     durable: bool = True
+    ack: bool = True
     service_exit_code: int | None = None
 
     @property
@@ -101,7 +104,8 @@ class Report:
 
     def lines(self) -> list[str]:
         return [
-            f"chaos ({self.mode}{'' if self.durable else ', NOT durable: tether.link._durable missing'}): {self.sessions} sessions, {self.seconds:g} s, faults {dict(self.faults)}",
+            f"chaos ({self.mode}{'' if self.durable else ', NOT durable: tether.link._durable missing'}"
+            f"{'' if self.ack else ', no ack: delivered = written to the socket'}): {self.sessions} sessions, {self.seconds:g} s, faults {dict(self.faults)}",
             f"  produced {self.produced}, applied {self.applied}, lost {self.lost}, still queued {self.undelivered_at_end}, "
             f"duplicated {self.duplicated}, "
             f"redelivered (same id, deduped) {self.redelivered}, dead letters {self.dead_letters}",
@@ -266,9 +270,10 @@ class ServiceFleet:
     FAILED by the token outage is restarted through the API, as an operator's script would.
     """
 
-    def __init__(self, url: str, n: int, data_dir: Path) -> None:
+    def __init__(self, url: str, n: int, data_dir: Path, *, ack: bool = True) -> None:
         from ._serve import ServeProcess
 
+        self.ack = ack
         self.url = url
         self.n = n
         self.names = [f"s{i:04d}" for i in range(n)]
@@ -288,7 +293,9 @@ class ServiceFleet:
                     "id": name, "kind": "websocket",
                     "options": {"url": f"{self.url}s/{name}", "token": "chaos-token",
                                 "heartbeat_interval": 0.5, "heartbeat_timeout": 0.5, "connect_timeout": 2.0,
-                                "backoff_base": 0.1, "backoff_cap": 2.0}})
+                                "backoff_base": 0.1, "backoff_cap": 2.0,
+                                # the upstream acks {"type": "ack", "id": ...} (JsonAck's defaults)
+                                **({"ack": True} if self.ack else {})}})
                 if r.status_code != 201:
                     raise RuntimeError(f"create {name}: {r.status_code} {r.text[:300]}")
 
@@ -396,7 +403,7 @@ def _slope(samples: list[tuple[float, float]]) -> float:
 
 async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.0, fault_every: float = 4.0,
                     seed: int | None = None, drain_timeout: float = 60.0, mode: str = "direct",
-                    verbose: bool = False, faults_enabled: tuple[str, ...] = FAULTS) -> Report:
+                    verbose: bool = False, faults_enabled: tuple[str, ...] = FAULTS, ack: bool = True) -> Report:
     raise_nofile()
     rng = random.Random(seed)
     rep = Report(sessions=sessions, seconds=seconds, mode=mode)
@@ -411,7 +418,7 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
     url = f"ws://{HOST}:{proxy.port}/"
     fleet: Any
     if mode == "service":
-        fleet = ServiceFleet(url, sessions, Path(tmp.name) / "service")
+        fleet = ServiceFleet(url, sessions, Path(tmp.name) / "service", ack=ack)
     else:
         fleet = DirectFleet(url, sessions, Path(tmp.name) / "outbox.db")
     produced: list[set[int]] = [set() for _ in range(sessions)]
@@ -561,6 +568,7 @@ async def run_async(seconds: float = 120.0, sessions: int = 50, rate: float = 2.
     rep.memory_slope_kib_per_min = _slope(half)
     rep.faults = dict(faults)
     rep.durable = bool(getattr(fleet, "durable", False))
+    rep.ack = bool(getattr(fleet, "ack", True))
     rep.service_exit_code = getattr(fleet, "exit_code", None)
 
     # ground truth: the upstream's log
@@ -599,9 +607,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-every", type=float, default=4.0, help="mean seconds between faults")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--drain-timeout", type=float, default=60.0)
-    ap.add_argument("--mode", choices=["service", "direct"], default=default_mode(),
+    ap.add_argument("--mode", choices=["service", "direct", "both"], default=default_mode(),
                     help="service: sessions inside `tether serve` (default once the service exists); "
-                         "direct: durable Links in this process")
+                         "direct: durable Links in this process; both: direct, then service (`make chaos`)")
+    ap.add_argument("--no-ack", action="store_true",
+                    help="service mode: sessions without the ack option (delivered = written to the socket)")
     ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}")
     ap.add_argument("--json", action="store_true", help="print the report as one JSON line at the end")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -609,13 +619,16 @@ def main(argv: list[str] | None = None) -> int:
     bad = [f for f in a.faults.split(",") if f and f not in FAULTS]
     if bad:
         ap.error(f"unknown fault(s) {bad}; choose from {', '.join(FAULTS)}")
-    rep = run(seconds=a.seconds, sessions=a.sessions, rate=a.rate, fault_every=a.fault_every, seed=a.seed,
-              drain_timeout=a.drain_timeout, mode=a.mode, verbose=a.verbose,
-              faults_enabled=tuple(f for f in a.faults.split(",") if f))
-    print("\n".join(rep.lines()))
-    if a.json:
-        print(json.dumps({**rep.__dict__, "passed": rep.passed}))
-    return 0 if rep.passed else 1
+    passed = True
+    for mode in (["direct", "service"] if a.mode == "both" else [a.mode]):
+        rep = run(seconds=a.seconds, sessions=a.sessions, rate=a.rate, fault_every=a.fault_every, seed=a.seed,
+                  drain_timeout=a.drain_timeout, mode=mode, verbose=a.verbose,
+                  faults_enabled=tuple(f for f in a.faults.split(",") if f), ack=not a.no_ack)
+        print("\n".join(rep.lines()), flush=True)
+        if a.json:
+            print(json.dumps({**rep.__dict__, "passed": rep.passed}), flush=True)
+        passed = passed and rep.passed
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ brings back exactly what was running and never resurrects a logged-out session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -564,9 +565,28 @@ class SessionManager:
         if not batch:
             await self._idle(s, _IDLE_POLL)
             return failures
+        settled: set[str] = set()  # ids of the batch already acked, nacked or dead-lettered
+        try:
+            if getattr(conn, "acks", False):
+                return await self._deliver_acked(s, conn, batch, failures, settled)
+            return await self._deliver_batch(s, conn, batch, failures, settled)
+        except asyncio.CancelledError:
+            # Stopped mid-batch (restart, update, shutdown): what is still leased goes back now, in
+            # order, instead of blocking the session's head of line until the lease runs out.
+            rest = [x.id for x in batch if x.id not in settled]
+            if rest:
+                await asyncio.shield(outbox.nack(rest, 0.0, reason="session stopping", count=False))
+            raise
+
+    async def _deliver_batch(self, s: Session, conn: Connector, batch: list[Any], failures: int,
+                             settled: set[str]) -> int:
+        """Without upstream acks: a message counts as delivered once the connector has sent it."""
+        cfg = self.settings.sessions
+        outbox = self._stores.outbox
         for i, m in enumerate(batch):
             if s.stopping:  # shutdown: give the rest back at once, in order
                 await outbox.nack([x.id for x in batch[i:]], 0.0, reason="service stopping")
+                settled.update(x.id for x in batch[i:])
                 break
             try:
                 await wait_for(conn.send(m.payload), cfg.send_timeout, self._clock)
@@ -578,25 +598,95 @@ class SessionManager:
                 if verdict.action == "dead":
                     # This message alone is at fault: bury it with the reason, go on with the rest
                     # of the batch (still leased by us, in order).
-                    s.send_failures += 1
-                    await outbox.dead_letter([m.id], reason=f"undeliverable: {reason}")
-                    log.warning("[%s] message %s dead-lettered: %s", s.id, m.id, reason)
-                    self._emit(MessageDeadLettered(s.id, m.id, reason, at=self._clock.wall()))
+                    await self._dead_letter(s, m.id, reason)
+                    settled.add(m.id)
                     continue
-                hold = verdict.action == "hold"
-                if not hold:  # a wait the upstream named is not a failure: no backoff growth, no attempt
-                    failures += 1
-                s.send_failures += 1
-                delay = verdict.delay
-                await outbox.nack([x.id for x in batch[i:]], delay, reason=reason, count=not hold)
-                self._emit(MessageSendFailed(s.id, m.id, reason, delay, at=self._clock.wall()))
-                if not not_connected:
-                    await self._clock.sleep(delay)
+                failures = await self._give_back(s, [x.id for x in batch[i:]], exc, failures, settled)
                 break
             await outbox.ack([m.id])
+            settled.add(m.id)
             failures = 0
             s.sent += 1
             self._emit(MessageSent(s.id, m.id, at=self._clock.wall()))
+        return failures
+
+    async def _deliver_acked(self, s: Session, conn: Any, batch: list[Any], failures: int,
+                             settled: set[str]) -> int:
+        """With upstream acks (``conn.send_acked``): write the batch back to back, then ack in the
+        outbox only what the upstream acknowledged; the rest goes back, in order, and is sent again
+        with the same id (at least once; an upstream that de-duplicates by id applies it once)."""
+        cfg = self.settings.sessions
+        outbox = self._stores.outbox
+        written: list[tuple[Any, asyncio.Future[bool]]] = []
+        error: BaseException | None = None
+        rest: list[str] = []  # leased, not written: given back after the acks are in
+        for i, m in enumerate(batch):
+            if s.stopping:
+                rest = [x.id for x in batch[i:]]
+                break
+            try:
+                written.append((m, await wait_for(conn.send_acked(m.id, m.payload), cfg.send_timeout, self._clock)))
+            except Exception as exc:  # TetherError, timeout, OSError, or a connector bug
+                if send_verdict(exc, failures + 1, self._clock.wall()).action == "dead" \
+                        and not isinstance(exc, NotConnectedError):
+                    await self._dead_letter(s, m.id, f"{type(exc).__name__}: {exc}")
+                    settled.add(m.id)
+                    continue
+                error, rest = exc, [x.id for x in batch[i:]]
+                break
+        timeout = getattr(conn, "ack_timeout", None) or cfg.send_timeout
+        if written:
+            # A lost connection settles every receipt at once (False); the timeout covers an upstream
+            # that is connected but silent (a partition the heartbeat has not caught yet).
+            with contextlib.suppress(TimeoutError):
+                await wait_for(asyncio.wait([r for _, r in written]), timeout, self._clock)
+        acked = [m.id for m, r in written if r.done() and not r.cancelled() and r.result()]
+        if acked:
+            await outbox.ack(acked)
+            settled.update(acked)
+            s.sent += len(acked)
+            now = self._clock.wall()
+            for mid in acked:
+                self._emit(MessageSent(s.id, mid, at=now))
+            failures = 0
+        unacked = [m.id for m, r in written if m.id not in settled]
+        back = unacked + rest
+        if not back:
+            return failures
+        if error is None:
+            if s.stopping:
+                await outbox.nack(back, 0.0, reason="service stopping", count=False)
+                settled.update(back)
+                return failures
+            lost = any(r.done() for m, r in written if m.id in unacked) or conn.state is not State.CONNECTED
+            error = NotConnectedError("connection lost before the upstream acknowledged") if lost else \
+                TimeoutError(f"no ack from the upstream within {timeout:g}s")
+        return await self._give_back(s, back, error, failures, settled)
+
+    async def _dead_letter(self, s: Session, mid: str, reason: str) -> None:
+        """This message alone is at fault (PERMANENT): bury it with the reason; the batch goes on."""
+        s.send_failures += 1
+        await self._stores.outbox.dead_letter([mid], reason=f"undeliverable: {reason}")
+        log.warning("[%s] message %s dead-lettered: %s", s.id, mid, reason)
+        self._emit(MessageDeadLettered(s.id, mid, reason, at=self._clock.wall()))
+
+    async def _give_back(self, s: Session, ids: list[str], exc: BaseException, failures: int,
+                         settled: set[str]) -> int:
+        """Nack ``ids`` (in order) after a failed send with the recovery engine's delay; returns the
+        new count of consecutive failures."""
+        reason = f"{type(exc).__name__}: {exc}"
+        not_connected = isinstance(exc, NotConnectedError)
+        verdict = SendVerdict("retry", 0.0, "not connected") if not_connected else \
+            send_verdict(exc, failures + 1, self._clock.wall())
+        hold = verdict.action == "hold"
+        if not hold:  # a wait the upstream named is not a failure: no backoff growth, no attempt
+            failures += 1
+        s.send_failures += 1
+        await self._stores.outbox.nack(ids, verdict.delay, reason=reason, count=not hold)
+        settled.update(ids)
+        self._emit(MessageSendFailed(s.id, ids[0], reason, verdict.delay, at=self._clock.wall()))
+        if not not_connected:
+            await self._clock.sleep(verdict.delay)
         return failures
 
     # --- inbound ----------------------------------------------------------------------------

@@ -7,6 +7,16 @@ Options (``{"kind": "websocket", "options": {...}}``)::
     token               sent as ``Authorization: Bearer <token>`` (masked in output, cleared on logout)
     heartbeat_interval  heartbeat_timeout  connect_timeout  max_attempts  backoff_base  backoff_cap
                         default to the service's ``[sessions]`` settings
+    ack                 the upstream acknowledges each message (``true``, or ``{"id_field": "id",
+                        "type_field": "type", "ack_type": "ack", "ack_id_field": null, "timeout": null}``)
+
+Outbound delivery: without ``ack`` a message counts as delivered once written to the socket (at most
+once on the wire: bytes in flight when the connection dies are lost with it). With ``ack`` each
+message is a JSON object carrying an id (its own ``id_field``, else the outbox id is set there); it
+counts as delivered only when the upstream answers ``{"type": "ack", "id": ...}`` (``"id": [...]``
+acks several); anything unacknowledged when the connection ends, or after ``timeout``, is sent again
+in order with the same id (at least once: an upstream that de-duplicates by id applies it once).
+Ack messages are consumed here and never reach the inbox.
 
 Inbound message ids: a JSON object's ``id`` / ``message_id`` / ``update_id`` field when present
 (stable across redeliveries, so duplicates are dropped); otherwise a hash of the connection number,
@@ -25,16 +35,36 @@ from typing import Any, ClassVar, Mapping
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from ..._backoff import Backoff
-from ..._errors import LinkClosedError, NotConnectedError, TetherError
+from ..._errors import ConfigError, LinkClosedError, MessageRejected, NotConnectedError, TetherError
+from ..._events import Closed, Disconnected
 from ..._state import State
-from ...link import connect
+from ...link import JsonAck, connect
 from .._connector import ConnectorContext, InboundMessage, register_connector
 
-__all__ = ["WebSocketConnector", "WebSocketOptions"]
+__all__ = ["WebSocketConnector", "WebSocketOptions", "WebSocketAck"]
 
 log = logging.getLogger("tether.service")
 
 _ID_FIELDS = ("id", "message_id", "update_id")
+
+
+class WebSocketAck(BaseModel):
+    """``ack`` of a ``websocket`` session: the upstream acknowledges every message by its id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id_field: str = Field("id", min_length=1, description="field of outgoing messages carrying the id "
+                          "(the outbox id is set there when the payload has none)")
+    type_field: str = Field("type", min_length=1, description="field of incoming messages telling their type")
+    ack_type: str = Field("ack", min_length=1, description="value of type_field that marks an ack")
+    ack_id_field: str | None = Field(None, min_length=1, description="field of the ack holding the id(s); "
+                                     "default: id_field")
+    timeout: float | None = Field(None, gt=0, description="seconds to wait for an ack before sending again "
+                                  "(default: [sessions] send_timeout)")
+
+    def spec(self) -> JsonAck:
+        return JsonAck(id_field=self.id_field, type_field=self.type_field, ack_type=self.ack_type,
+                       ack_id_field=self.ack_id_field)
 
 
 class WebSocketOptions(BaseModel):
@@ -51,6 +81,16 @@ class WebSocketOptions(BaseModel):
     max_attempts: int | None = Field(None, ge=1)
     backoff_base: float | None = Field(None, gt=0)
     backoff_cap: float | None = Field(None, gt=0)
+    ack: WebSocketAck | None = Field(None, description="the upstream acknowledges each message (true or an object)")
+
+    @field_validator("ack", mode="before")
+    @classmethod
+    def _ack_shorthand(cls, v: Any) -> Any:
+        if v is True:
+            return {}
+        if v is False:
+            return None
+        return v
 
     @field_validator("url")
     @classmethod
@@ -115,7 +155,13 @@ class WebSocketConnector:
         if ctx.admission is not None:
             kwargs["admission"] = ctx.admission
         self._link = connect(opts.url, **kwargs)
-        self._unsubscribe = self._link.subscribe(ctx.emit)
+        self._ack: JsonAck | None = opts.ack.spec() if opts.ack is not None else None
+        #: seconds the delivery loop waits for acks (None: its send_timeout)
+        self.ack_timeout: float | None = opts.ack.timeout if opts.ack is not None else None
+        # wire id -> receipts of messages written and not acknowledged yet (resolved True on the ack,
+        # False when the connection that carried them ends)
+        self._waiting: dict[str, list[asyncio.Future[bool]]] = {}
+        self._unsubscribe = self._link.subscribe(self._on_event)
         self._reader: asyncio.Task[None] | None = None
         self._connection = 0
         self._position = 0
@@ -141,6 +187,38 @@ class WebSocketConnector:
     def state(self) -> State:
         return self._link.state
 
+    @property
+    def acks(self) -> bool:
+        """True when the upstream acknowledges messages (the delivery loop then uses send_acked)."""
+        return self._ack is not None
+
+    def _on_event(self, ev: Any) -> None:
+        if self._waiting and isinstance(ev, (Disconnected, Closed)):
+            # Whatever that connection carried without an ack may be lost: it is sent again.
+            self._settle_all(False)
+        self._ctx.emit(ev)
+
+    def _settle_all(self, acked: bool) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for futs in waiting.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(acked)
+
+    def _consume_ack(self, payload: str | bytes) -> bool:
+        """True when ``payload`` is an ack (it settles its receipts and goes no further)."""
+        assert self._ack is not None
+        if isinstance(payload, str) and payload[:1] != "{" and not payload[:1].isspace():
+            return False  # cheap reject: not a JSON object
+        ids = self._ack.acked_ids(payload)
+        if ids is None:
+            return False
+        for wire_id in ids:
+            for fut in self._waiting.pop(wire_id, ()):
+                if not fut.done():
+                    fut.set_result(True)
+        return True
+
     def stats(self) -> Mapping[str, Any]:
         s = self._link.stats
         keys = ("connects", "disconnects", "attempts", "sent", "received", "buffered", "last_error",
@@ -163,6 +241,8 @@ class WebSocketConnector:
         seen_connects = -1
         try:
             async for payload in self._link:
+                if self._ack is not None and self._consume_ack(payload):
+                    continue
                 connects = getattr(self._link.stats, "connects", 0)
                 if connects != seen_connects:  # a new connection: positions start again
                     seen_connects = connects
@@ -210,7 +290,44 @@ class WebSocketConnector:
         if self._link.state is not State.CONNECTED:
             # The outbox is the buffer: never let the Link buffer in memory what is already on disk.
             raise NotConnectedError(f"session {self._ctx.session} is not connected ({self._link.state})")
-        await self._link.send(payload)
+        # Written now or not at all: a failed write goes back to the outbox (in order), never into
+        # the Link's memory buffer, from where it would go out ahead of the outbox's resends.
+        await self._link.send(payload, buffer=False)
+
+    async def send_acked(self, message_id: str, payload: Any) -> "asyncio.Future[bool]":
+        """Write ``payload`` now carrying an id; the returned receipt resolves True when the upstream
+        acknowledges it, False when the connection ends first (then it must be sent again).
+
+        Raises:
+            MessageRejected: the payload is not a JSON object (it could carry no id).
+            NotConnectedError / LinkClosedError: it was not written.
+        """
+        if self._ack is None:
+            raise ConfigError(f"session {self._ctx.session} has no ack option")
+        if self._stopped:
+            raise LinkClosedError(f"session {self._ctx.session} is stopped")
+        if self._link.state is not State.CONNECTED:
+            raise NotConnectedError(f"session {self._ctx.session} is not connected ({self._link.state})")
+        try:
+            stamped = self._ack.stamp(payload, message_id)
+        except ConfigError:
+            raise MessageRejected(
+                f"with the ack option a message must be a JSON object (it carries the id "
+                f"{self._ack.id_field!r} the upstream acknowledges); post {{\"payload\": {{...}}}}") from None
+        wire_id = self._ack.id_of(stamped) or message_id
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(wire_id, []).append(fut)  # before the write: the ack can beat send()'s return
+        try:
+            await self._link.send(stamped, buffer=False)
+        except BaseException:
+            futs = self._waiting.get(wire_id)
+            if futs is not None and fut in futs:
+                futs.remove(fut)
+                if not futs:
+                    del self._waiting[wire_id]
+            fut.cancel()
+            raise
+        return fut
 
     async def stop(self) -> None:
         self._stopped = True
@@ -221,6 +338,7 @@ class WebSocketConnector:
                 self._reader.cancel()
                 await asyncio.gather(self._reader, return_exceptions=True)
             self._unsubscribe()
+            self._settle_all(False)
 
     async def reconnect(self) -> None:
         """Force a fresh connection (used by the sweep for a FAILED session)."""
