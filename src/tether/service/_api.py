@@ -127,7 +127,7 @@ def _session_out(s: Session, service: Service, depth: int | None = None) -> Sess
         options=mask_secrets(row.options, CONNECTOR_SECRETS.get(row.kind, ())),
         webhooks=mask_secrets(row.webhooks), stats=mask_secrets(s.stats()), queue_depth=depth,
         state_age=max(0.0, service.clock.monotonic() - s.state_since), log_prefix=f"[{row.id}]",
-        created_at=row.created_at, updated_at=row.updated_at,
+        created_at=row.created_at, updated_at=row.updated_at, node=getattr(s, "owner", None),
     )
 
 

@@ -72,6 +72,29 @@ class EventLog:
                 log.exception("event subscriber failed")
         return row
 
+    def mirror(self, type_: str, session: str | None, at: float, data: dict[str, Any]) -> EventRow:
+        """Persist and stream an event another cluster node recorded (scale-out, see ``_cluster_events``).
+
+        Live streams (SSE, dashboard) get it with a local id; subscribers (metrics, alerts, error
+        log) do not: each node's observers count only what that node did, so nothing is counted twice.
+        """
+        try:
+            eid = self._db.append_event(type_, session, at, data)
+        except Exception as exc:
+            log.warning("event log write failed: %s", exc)
+            eid = 0
+        row = EventRow(eid, type_, session, at, data)
+        self._appended += 1
+        if self._appended % 500 == 0:
+            self._db.trim_events(self._size)
+        for q in list(self._queues):
+            if q.qsize() >= _QUEUE_LIMIT:
+                self._queues.discard(q)
+                q.put_nowait(None)
+            else:
+                q.put_nowait(row)
+        return row
+
     def since(self, after: int, *, limit: int = 500, session: str | None = None) -> list[EventRow]:
         """Events with id > ``after``, oldest first."""
         return self._db.events_after(after, limit=limit, session=session)

@@ -224,6 +224,8 @@ class SessionManager:
         secret_for: the webhook HMAC key for a session (used to build the inbound body only).
     """
 
+    session_class: type[Session] = Session  # the cluster manager's sessions also know their owner node
+
     def __init__(self, settings: Settings, *, db: ServiceDB, events: EventLog, stores: Stores,
                  clock: Clock = SYSTEM_CLOCK, on_inbound: Callable[[], None] | None = None) -> None:
         self.settings = settings
@@ -260,7 +262,7 @@ class SessionManager:
     async def open(self) -> None:
         """Load persisted sessions and start those that were running."""
         for row in self._db.sessions():
-            s = Session(row, state_since=self._clock.monotonic())
+            s = self.session_class(row, state_since=self._clock.monotonic())
             self._sessions[row.id] = s
         for s in self._sessions.values():
             if s.row.desired != "running":
@@ -306,7 +308,7 @@ class SessionManager:
         now = self._clock.wall()
         row = SessionRow(sid, kind, opts, list(webhooks or []), "running" if enabled else "stopped", now, now)
         self._db.put_session(row)
-        s = Session(row, state_since=self._clock.monotonic())
+        s = self.session_class(row, state_since=self._clock.monotonic())
         self._sessions[sid] = s
         self._emit(SessionCreated(sid, kind, at=now))
         if enabled:

@@ -74,6 +74,7 @@ class SessionOut(BaseModel):
     log_prefix: str
     created_at: float
     updated_at: float
+    node: str | None = Field(None, description="scale-out (--store redis://): the node running the session now")
 
 
 class SessionList(BaseModel):

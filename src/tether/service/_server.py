@@ -130,6 +130,9 @@ async def serve(settings: Settings, *, observability: Observability | None = Non
     from ._config_api import config_router
 
     app.include_router(config_router(service))
+    from ._cluster_api import install as install_forwarding  # scale-out: calls reach the session's owner
+
+    install_forwarding(app, service)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=3,
                             ws_ping_interval=20, ws_ping_timeout=20, server_header=False)
     server = _Server(config)

@@ -58,6 +58,7 @@ class LeaseKeeper(RedisBase):
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.live_nodes: list[str] = [self.node]
+        self.owners_seen: dict[str, str | None] = {}  # session -> owner node, as of the last sweep
         self.sweeps = 0
 
     def start(self) -> None:
@@ -104,14 +105,18 @@ class LeaseKeeper(RedisBase):
         raw = await self._call(self.redis.hgetall(f"{self.prefix}:urls"))
         return {dec(k): dec(v) for k, v in raw.items()}
 
-    async def owner_url(self, session: str) -> str | None:
-        """The base URL of the node that owns ``session`` now, or None."""
+    async def owner(self, session: str) -> tuple[str | None, str | None]:
+        """The node that owns ``session`` now and its base URL (None, None when nobody does)."""
         v = await self._call(self.redis.get(self.own_key(session)))
         if v is None:
-            return None
+            return None, None
         node = dec(v).rsplit(":", 1)[0]
         url = await self._call(self.redis.hget(f"{self.prefix}:urls", node))
-        return dec(url) if url is not None else None
+        return node, (dec(url) if url is not None else None)
+
+    async def owner_url(self, session: str) -> str | None:
+        """The base URL of the node that owns ``session`` now, or None."""
+        return (await self.owner(session))[1]
 
     async def _run(self, name: str, source: str, keys: list[str], args: list[Any]) -> Any:
         script = self._scripts.get(name)
@@ -128,6 +133,7 @@ class LeaseKeeper(RedisBase):
         got = self._sessions()
         wanted = list(await got if hasattr(got, "__await__") else got)
         owners = await self.owners(sorted(set(wanted) | set(self.core.held)))
+        self.owners_seen = {s: (v.rsplit(":", 1)[0] if v else None) for s, v in owners.items()}
         now = self._clock.monotonic()
         for action in self.core.sweep(now, wanted, owners, self.live_nodes):
             await self._perform(action)
