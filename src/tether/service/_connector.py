@@ -65,7 +65,15 @@ class ConnectorContext:
 
 @runtime_checkable
 class Connector(Protocol):
-    """A self-healing connection to one upstream for one session."""
+    """A self-healing connection to one upstream for one session.
+
+    Optional, for upstreams that acknowledge messages (the ``websocket`` connector's ``ack``
+    option): an ``acks`` attribute that is True, an ``ack_timeout`` (seconds or None for the
+    service's ``send_timeout``) and ``async send_acked(message_id, payload) -> asyncio.Future[bool]``,
+    which writes now (raising like ``send``) and returns a receipt resolved True when the upstream
+    acknowledges, False when the connection ends first. The delivery loop then acks the outbox on
+    the receipt, not on the write, and sends the rest again in order.
+    """
 
     kind: ClassVar[str]
 
