@@ -387,6 +387,30 @@ async def test_restarting_the_live_channel_20_times_holds_one_socket_and_loses_n
     assert page.js_errors == []
 
 
+async def test_attempt_limit_shows_a_reconnect_button_instead_of_looping(world, browser):
+    """With maxAttempts the page stops at the limit, shows Reconnect, and the button connects again."""
+    server, front = world
+    opts = {**FAST_LIVE, "maxAttempts": 3}
+    page = await open_page(browser, front.url, init=f"window.tetherOptions = {opts!r};".replace("'", '"'))
+    await page.wait_for_function("window.tetherLive.state === 'open'", timeout=10_000)
+    assert not await page.is_visible("#live-reconnect")
+    refused = front.refused()
+    await front.service_down()
+    await page.wait_for_function("window.tetherLive.state === 'failed'", timeout=10_000)
+    assert await page.is_visible("#live-reconnect")
+    # The limit counts attempts since the last stable connection: the one that was up, then two refused.
+    assert front.refused() - refused == 2
+    await page.wait_for_timeout(1000)  # many backoff periods: a looping client would show up here
+    assert front.refused() - refused == 2 and await page.evaluate("window.tetherLive.state") == "failed"
+    await front.service_up()
+    before = server.live.total
+    await page.click("#live-reconnect")
+    await page.wait_for_function("window.tetherLive.state === 'open'", timeout=10_000)
+    assert server.live.total == before + 1 and front.peak == 1
+    assert not await page.is_visible("#live-reconnect")
+    assert page.js_errors == []
+
+
 async def test_auth_close_stops_reconnecting_and_shows_the_reason(tmp_path, browser):
     """A wrong token: one refused handshake, no retries, the close code and reason on the page."""
     settings = fast_settings(tmp_path, token="right-token-for-browser-tests")
