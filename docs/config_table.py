@@ -88,12 +88,14 @@ def rows(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[tuple[
 # Where "live" needs saying more precisely (see "What applies when" in config.md).
 _NEXT_CYCLE = {f"sessions.{k}" for k in ("heartbeat_interval", "heartbeat_timeout", "backoff_base", "backoff_cap")}
 _NEW_SESSIONS = {"sessions.connect_timeout", "sessions.max_attempts"}
-_NOT_READ = ("recovery", "supervisor")  # validated and versioned; nothing reads them yet
+_NOT_READ = ("recovery",)  # validated and versioned; nothing reads them yet
 
 
 def _when(key: str) -> str:
     if key.split(".")[0] in _NOT_READ:
         return "stored only"
+    if key.startswith("supervisor."):
+        return "`tether supervise --config` start"
     if key in _NEXT_CYCLE:
         return "live, next cycle"
     if key in _NEW_SESSIONS:

@@ -152,6 +152,28 @@ def test_emit_systemd_from_toml_with_cli_override(tmp_path):
     assert any(ln.startswith("WatchdogSec=") for ln in lines) and "sd_notify" in res.stdout
 
 
+def test_supervisor_section_of_the_settings_file_is_read_under_supervise(tmp_path):
+    """tether.toml's [supervisor] (the service's settings tree) gives defaults; [supervise] and the CLI win."""
+    (tmp_path / "tether.toml").write_text(textwrap.dedent("""
+        [supervisor]
+        max_restarts = 7
+        window = 90.0
+        restart = "on-failure"
+
+        [supervise]
+        command = ["tether", "serve"]
+        window = "120s"
+    """))
+    res = tether("supervise", "--config", "tether.toml", "--emit-systemd", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    for expected in ("Restart=on-failure", "StartLimitBurst=7", "StartLimitIntervalSec=120s"):
+        assert expected in lines, expected
+    (tmp_path / "bad.toml").write_text("[supervisor]\nmax_restart = 3\n[supervise]\ncommand = ['x']\n")
+    bad = tether("supervise", "--config", "bad.toml", "--emit-systemd", cwd=tmp_path)
+    assert bad.returncode == 2 and "max_restart" in bad.stderr and "[supervisor]" in bad.stderr
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

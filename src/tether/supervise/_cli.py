@@ -149,7 +149,7 @@ def _run_status(args: list[str]) -> None:
 def supervise(
     ctx: typer.Context,
     command: Annotated[Optional[list[str]], typer.Argument(help="The program to keep alive and its arguments (after --).", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with a \\[supervise] section; command-line options override it.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file: its \\[supervisor] section (tether's settings file), then \\[supervise]; command-line options override both.")] = None,
     emit_systemd: Annotated[bool, typer.Option("--emit-systemd", help="Print the equivalent systemd unit and exit.")] = False,
     name: Annotated[Optional[str], typer.Option(help="Label for logs and status (default: the program's name).")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", "-i", help="How many copies to run (default: 1); each gets TETHER_INSTANCE=i.")] = None,
@@ -199,9 +199,12 @@ def supervise(
     cli = {k: v for k, v in ctx.params.items() if k not in ("command", "config", "emit_systemd")}
     cli["command"] = tuple(command) if command else None
     try:
+        # [supervisor] is the section of tether's own settings file (validated and versioned by the
+        # service's config manager); [supervise] holds this command's own options and wins over it.
+        shared = load_toml_section(config, "supervisor") if config is not None else {}
         toml = load_toml_section(config) if config is not None else {}
-        source = f"[supervise] of {str(config)!r}" if config is not None else "options"
-        cfg = SupervisorConfig.from_mapping(toml, cli, source=source)
+        source = f"[supervisor]/[supervise] of {str(config)!r}" if config is not None else "options"
+        cfg = SupervisorConfig.from_mapping(shared, toml, cli, source=source)
     except ConfigError as exc:
         _fail(_cli_message(str(exc)), 2)
     if emit_systemd:
