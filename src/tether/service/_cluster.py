@@ -343,13 +343,15 @@ class ClusterManager(SessionManager):
         s = self._sessions.get(sid)
         if s is None:
             raise LeaseLost(f"session {sid!r} is not in the registry")
-        self._stores.outbox.fence(sid, value)
-        self._stores.inbox.fence(sid, value)  # the cursors share the inbox's fences
-        if isinstance(s, ClusterSession):
-            s.owner, s.remote_state = self.node, None
-        # A dead owner's leased messages go out again now, in order (XAUTOCLAIM, no attempt counted).
-        await self._stores.outbox.release_leases(sid)
-        async with s.lock:
+        async with s.lock:  # serialised with _lose: a lease lost meanwhile is not started
+            if not self.keeper.may_act(sid):
+                return
+            self._stores.outbox.fence(sid, value)
+            self._stores.inbox.fence(sid, value)  # the cursors share the inbox's fences
+            if isinstance(s, ClusterSession):
+                s.owner, s.remote_state = self.node, None
+            # A dead owner's leased messages go out again now, in order (XAUTOCLAIM, no attempt counted).
+            await self._stores.outbox.release_leases(sid)
             if s.connector is None and s.row.desired == "running":
                 await self._start(s)
         log.info("[%s] owned by %s (lease %s)", sid, self.node, value.rsplit(":", 1)[1])

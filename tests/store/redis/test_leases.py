@@ -103,6 +103,7 @@ async def test_owner_url_and_fenced_store(redis_server, prefix):
 
     box2 = RedisOutbox(redis_server.url, prefix=prefix, consumer="a")
     box2.fence("s1", "a:1")
+    await box2.put("s1", "after release")  # queueing is not fenced: any node accepts sends
     with pytest.raises(LeaseLost):
-        await box2.put("s1", "after release")
+        await box2.lease("s1", 1)  # handing messages out is
     await box2.close()

@@ -150,8 +150,11 @@ async def test_fenced_writes_fail_after_the_lease_moved(box, redis_server, prefi
     with pytest.raises(LeaseLost):
         await box.lease("s", 1)
     assert await box.depth("s") == 1
+    await box.put("s", "queued by a non-owner")  # queueing is never fenced: any node accepts sends
+    assert await box.depth("s") == 2
     box.fence("s", None)
     await box.ack([mid])
+    await box.ack([(await box.lease("s", 1))[0].id])
     assert await box.depth("s") == 0
     await r.aclose()
 

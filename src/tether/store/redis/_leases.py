@@ -27,7 +27,8 @@ class LeaseKeeper(RedisBase):
     expiry on the Redis server's clock) and ``<p>:urls`` (each node's base URL, for forwarding).
 
     Each sweep: heartbeat this node, read the live nodes and every lease (``MGET``), ask the core,
-    perform its actions. ``on_gain(session, value)`` runs after a lease is acquired (start the
+    perform its actions. ``on_gain(session, value)`` runs after a lease is acquired, in its own task
+    beside the sweep, so starting many sessions never delays renewals (start the
     session; fence the stores with ``value``); ``on_lose(session, reason)`` runs when a lease is
     dropped or before it is released (stop the session, unfence). A node that dies stops renewing;
     its leases expire after ``ttl`` and the next sweep of another node acquires them, so takeover
@@ -56,6 +57,8 @@ class LeaseKeeper(RedisBase):
         self._on_gain = on_gain
         self._on_lose = on_lose
         self._task: asyncio.Task[None] | None = None
+        self._gains: set[asyncio.Task[None]] = set()  # on_gain calls in progress
+        self._gain_slots = asyncio.Semaphore(16)
         self._stopping = False
         self.live_nodes: list[str] = [self.node]
         self.owners_seen: dict[str, str | None] = {}  # session -> owner node, as of the last sweep
@@ -89,7 +92,7 @@ class LeaseKeeper(RedisBase):
         for s, h in list(self.core.held.items()):
             if now >= h.until:
                 self.core.released(s)
-                await self._lose(s, "lease expired while Redis was unreachable")
+                await self._lose(s, "lease expired before it could be renewed (Redis unreachable or this node too busy)")
 
     def may_act(self, session: str) -> bool:
         """True while this node surely owns ``session``."""
@@ -135,9 +138,60 @@ class LeaseKeeper(RedisBase):
         owners = await self.owners(sorted(set(wanted) | set(self.core.held)))
         self.owners_seen = {s: (v.rsplit(":", 1)[0] if v else None) for s, v in owners.items()}
         now = self._clock.monotonic()
-        for action in self.core.sweep(now, wanted, owners, self.live_nodes):
-            await self._perform(action)
+        actions = self.core.sweep(now, wanted, owners, self.live_nodes)
+        # Renewals first and in one round trip: on a busy event loop, 100 sequential round trips
+        # could take longer than the lease has left. Then releases and drops, then acquisitions
+        # (also one round trip).
+        await self._renew_all([a for a in actions if isinstance(a, Renew)])
+        for action in actions:
+            if isinstance(action, (Release, Drop)):
+                await self._perform(action)
+        await self._acquire_all([a for a in actions if isinstance(a, Acquire)])
         self.sweeps += 1
+
+    def _script_obj(self, name: str, source: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.redis.register_script(source)
+        return script
+
+    async def _renew_all(self, renews: list[Renew]) -> None:
+        if not renews:
+            return
+        ttl_ms = int(self.core.ttl * 1000)
+        script = self._script_obj("renew", _scripts.RENEW)
+        pipe = self.redis.pipeline(transaction=False)
+        for a in renews:
+            await script(keys=[self.own_key(a.session)], args=[a.value, ttl_ms], client=pipe)  # queues
+        sent = self._clock.monotonic()
+        results = await self._call(pipe.execute())
+        for a, ok in zip(renews, results):
+            drop = self.core.renewed(a.session, bool(ok), sent)
+            if drop is not None:
+                await self._lose(a.session, drop.reason)
+
+    async def _acquire_all(self, acquires: list[Acquire]) -> None:
+        if not acquires:
+            return
+        ttl_ms = int(self.core.ttl * 1000)
+        script = self._script_obj("acquire", _scripts.ACQUIRE)
+        pipe = self.redis.pipeline(transaction=False)
+        for a in acquires:
+            await script(keys=[self.own_key(a.session), self.key("fence", a.session)], args=[self.node, ttl_ms],
+                         client=pipe)  # queues
+        sent = self._clock.monotonic()
+        results = await self._call(pipe.execute())
+        for a, v in zip(acquires, results):
+            if v:
+                self._gained(a.session, dec(v), sent)
+
+    def _gained(self, session: str, value: str, sent: float) -> None:
+        self.core.acquired(session, value, sent)
+        # Started beside the sweep: a sweep that acquires a dead node's 100 sessions must not hold
+        # up the renewal of the leases it already has.
+        task = asyncio.create_task(self._gain(session, value), name=f"tether-gain[{session}]")
+        self._gains.add(task)
+        task.add_done_callback(self._gains.discard)
 
     async def _perform(self, action: Any) -> None:
         ttl_ms = int(self.core.ttl * 1000)
@@ -147,12 +201,7 @@ class LeaseKeeper(RedisBase):
                 v = await self._run("acquire", _scripts.ACQUIRE, [self.own_key(s), self.key("fence", s)],
                                     [self.node, ttl_ms])
                 if v:
-                    self.core.acquired(s, dec(v), sent)
-                    try:
-                        await self._on_gain(s, dec(v))
-                    except Exception as exc:  # cannot run it here: give it back for another node
-                        log.warning("[%s] could not start %s: %s", self.node, s, exc)
-                        await self._release(s, dec(v), f"start failed: {exc}")
+                    self._gained(s, dec(v), sent)
             case Renew(session=s, value=v):
                 sent = self._clock.monotonic()
                 ok = await self._run("renew", _scripts.RENEW, [self.own_key(s)], [v, ttl_ms])
@@ -163,6 +212,17 @@ class LeaseKeeper(RedisBase):
                 await self._release(s, v, reason)
             case Drop(session=s, reason=reason):
                 await self._lose(s, reason)
+
+    async def _gain(self, session: str, value: str) -> None:
+        async with self._gain_slots:
+            if not self.may_act(session):
+                return  # lost or released before it could start
+            try:
+                await self._on_gain(session, value)
+            except Exception as exc:  # cannot run it here: give it back for another node
+                log.warning("[%s] could not start %s: %s", self.node, session, exc)
+                if self.core.held.get(session) is not None and self.core.held[session].value == value:
+                    await self._release(session, value, f"start failed: {exc}")
 
     async def _release(self, session: str, value: str, reason: str) -> None:
         # Stop acting first, then free the lease: the next owner never overlaps with us.
@@ -183,6 +243,11 @@ class LeaseKeeper(RedisBase):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        gains = list(self._gains)
+        for t in gains:
+            t.cancel()
+        if gains:
+            await asyncio.wait(gains, timeout=10.0)  # bounded: a start stuck on I/O is abandoned
 
     async def close(self, *, release: bool = True) -> None:
         """End the sweep loop; stop every session and release their leases (others take over at once)."""

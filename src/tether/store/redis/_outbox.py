@@ -99,7 +99,8 @@ class RedisOutbox(RedisBase):
         now = self._clock.wall()
         t, p = ("s", payload.encode()) if isinstance(payload, str) else ("b", payload)
         idem = self._idem_prefix(session) + (key or "")
-        r = await self._script("put", _scripts.PUT, session,
+        # Not fenced: any node may queue for any session (only the owner leases, acks, nacks).
+        r = await self._script("put", _scripts.PUT, None,
                                [self.key("ob", session), self.key("obm", session), idem, f"{self.prefix}:sessions"],
                                [session, t, p, key or "", repr(now), "" if ttl is None else repr(now + ttl)])
         return f"{session}/{dec(r[0])}"
