@@ -73,3 +73,21 @@ async def test_samples_on_the_clock_interval(clock: FakeClock) -> None:
         assert r["sessions"]["x"]["uptime_pct"] == pytest.approx(100 * 100 / 195, abs=0.01)
     finally:
         await perf.close()
+
+
+async def test_event_memory_is_bounded_whatever_the_churn(clock: FakeClock) -> None:
+    """A flapping session keeps at most MAX_EVENTS drops and MAX_CHANGES changes; a long-closed session is forgotten."""
+    from tether.observe import _perf
+
+    perf = PerformanceMonitor(clock=clock, retention=3600.0, process=False)
+    for _ in range(_perf.MAX_CHANGES + 500):
+        perf.observe_link_event("flappy", ev.Disconnected(1006, "drop"))
+        perf.observe_link_event("flappy", ev.Connected(1, downtime=0.1))
+    assert perf._disconnects.maxlen == perf._recoveries.maxlen == _perf.MAX_EVENTS
+    assert len(perf._timelines["flappy"].changes) <= _perf.MAX_CHANGES
+    perf.observe_link_event("gone", ev.Connected(1))
+    perf.observe_link_event("gone", ev.Closed())
+    await clock.advance(3601.0)
+    perf.sample()
+    assert "gone" not in perf._timelines and "flappy" in perf._timelines
+    assert perf.report(60)["sessions"]["flappy"]["uptime_pct"] == 100.0

@@ -41,6 +41,13 @@ def percentile(values: list[float], p: float) -> float | None:
     return xs[lo] if lo == hi else xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+# Retention is by time (a week), but a flapping fleet makes events faster than a week expires them
+# (1,000 sessions dropping once a minute: 10 million tuples). These caps bound the memory whatever
+# the churn; a report over a window older than what is kept counts what is kept.
+MAX_EVENTS = 100_000  # recoveries, and disconnects (each deque)
+MAX_CHANGES = 10_000  # up/down changes per session
+
+
 @dataclass(frozen=True, slots=True)
 class _ProcSample:
     at: float
@@ -61,6 +68,8 @@ class _Timeline:
     def set(self, at: float, up: bool) -> None:
         if not self.changes or self.changes[-1][1] != up:
             self.changes.append((at, up))
+            if len(self.changes) > MAX_CHANGES:
+                del self.changes[: MAX_CHANGES // 10]  # in chunks: not one O(n) shift per change
         self.closed_at = None
 
     def uptime(self, start: float, end: float) -> tuple[float, float]:
@@ -112,9 +121,9 @@ class PerformanceMonitor:
         self._proc = psutil.Process(os.getpid()) if process else None
         if self._proc is not None:
             self._proc.cpu_percent(None)
-        self._recoveries: collections.deque[tuple[float, str, float]] = collections.deque()
+        self._recoveries: collections.deque[tuple[float, str, float]] = collections.deque(maxlen=MAX_EVENTS)
         self._timelines: dict[str, _Timeline] = {}
-        self._disconnects: collections.deque[tuple[float, str]] = collections.deque()
+        self._disconnects: collections.deque[tuple[float, str]] = collections.deque(maxlen=MAX_EVENTS)
         self._samples: collections.deque[_ProcSample] = collections.deque()
         self._task: asyncio.Task[None] | None = None
 
@@ -174,6 +183,10 @@ class PerformanceMonitor:
             self._samples.popleft()
         for tl in self._timelines.values():
             tl.prune(cut)
+        # a session closed for longer than the retention (deleted, or stopped for good) is forgotten
+        gone = [sid for sid, tl in self._timelines.items() if tl.closed_at is not None and tl.closed_at < cut]
+        for sid in gone:
+            del self._timelines[sid]
 
     # ---- report ------------------------------------------------------------------------------
     def report(self, window: float = 3600.0) -> dict[str, Any]:
