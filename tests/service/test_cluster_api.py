@@ -161,3 +161,13 @@ async def test_forwarding_keeps_auth(tmp_path, redis_server):  # noqa: F811
 
 async def _status(node, path: str, code: int) -> bool:
     return (await node.client.get(path)).status_code == code
+
+
+async def test_health_sweep_checks_only_the_sessions_this_node_runs(cluster):
+    """POST /health/sweep on a node checks (and would restart) only its own sessions, never another node's."""
+    a, b, _ = cluster
+    await eventually(lambda: len(owned_by(a)) + len(owned_by(b)) == len(IDS), what="every session owned")
+    for node in (a, b):
+        r = await node.client.post("/health/sweep")
+        assert r.status_code == 200, r.text
+        assert r.json()["checked"] == len(owned_by(node)) and r.json()["findings"] == []

@@ -98,7 +98,10 @@ class HealthSweep:
         now_wall = self._clock.wall()
         now = self._clock.monotonic()
         out = []
+        owns = getattr(self._manager, "owns", None)  # scale-out: each node heals what it runs
         for s in self._manager.list():
+            if owns is not None and not owns(s.id):
+                continue
             stats = s.stats()
             hb = stats.get("last_heartbeat_at")
             out.append(SessionHealth(
