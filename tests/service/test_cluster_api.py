@@ -171,3 +171,27 @@ async def test_health_sweep_checks_only_the_sessions_this_node_runs(cluster):
         r = await node.client.post("/health/sweep")
         assert r.status_code == 200, r.text
         assert r.json()["checked"] == len(owned_by(node)) and r.json()["findings"] == []
+
+
+async def test_cli_list_shows_the_node_of_each_session(cluster):
+    """`tether sessions list` against one node shows every session with the node that runs it."""
+    from typer.testing import CliRunner
+
+    from tether.cli import app
+
+    a, b, _ = cluster
+    await eventually(lambda: owned_by(a) and owned_by(b) and len(owned_by(a)) + len(owned_by(b)) == len(IDS),
+                     what="a split")
+    await eventually(lambda: _listed_with_nodes(a), what="a's listing has every owner")
+    res = await asyncio.to_thread(CliRunner().invoke, app, ["sessions", "list", "--url", a.url],
+                                  env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    lines = {ln.split()[1]: ln for ln in res.output.splitlines() if ln.split()[1:2] and ln.split()[1] in IDS}
+    assert "node" in res.output and set(lines) == set(IDS)
+    for sid in IDS:
+        assert (" a " if sid in owned_by(a) else " b ") in lines[sid]
+
+
+async def _listed_with_nodes(node) -> bool:
+    items = (await node.client.get("/api/sessions")).json()["sessions"]
+    return len(items) == len(IDS) and all(i["node"] for i in items)

@@ -122,11 +122,14 @@ def sessions_list(url: str = _URL, token: Optional[str] = _TOKEN,
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
-    table = Table("id", "kind", "state", "desired", "attempts", "sent", "received", "last error")
+    cluster = any(s.get("node") for s in data["sessions"])  # scale-out: say which node runs each
+    table = Table("id", "kind", "state", "desired", *(["node"] if cluster else []), "attempts", "sent", "received",
+                  "last error")
     for s in data["sessions"]:
         st = s["stats"]
         style = _STATE_STYLE.get(s["state"], "")
-        table.add_row(s["id"], s["kind"], f"[{style}]{s['state']}[/]", s["desired"], str(st.get("attempts") or 0),
+        table.add_row(s["id"], s["kind"], f"[{style}]{s['state']}[/]", s["desired"],
+                      *([s.get("node") or ""] if cluster else []), str(st.get("attempts") or 0),
                       str(st.get("sent_total", 0)), str(st.get("received_total", 0)), str(st.get("last_error") or ""))
     Console().print(table)
 
