@@ -195,3 +195,13 @@ async def test_cli_list_shows_the_node_of_each_session(cluster):
 async def _listed_with_nodes(node) -> bool:
     items = (await node.client.get("/api/sessions")).json()["sessions"]
     return len(items) == len(IDS) and all(i["node"] for i in items)
+
+
+async def test_session_deleted_from_the_registry_elsewhere_stops_where_it_runs(cluster):
+    """A registry row removed behind the owner's back (a race with a takeover) stops the session there."""
+    a, b, up = cluster
+    await eventually(lambda: owned_by(b), what="b runs a session")
+    sid = owned_by(b)[0]
+    a.service.db.delete_session(sid)  # what a non-owner's delete does to the shared registry
+    await eventually(lambda: up.open[sid] == 0 and not b.service.manager.owns(sid), what="stopped on b")
+    await eventually(lambda: _status(b, f"/api/sessions/{sid}", 404), what="forgotten on b")

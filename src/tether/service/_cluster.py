@@ -166,6 +166,7 @@ class ClusterManager(SessionManager):
         self.bridge = EventBridge(self.node, self._stores.outbox.redis, self._events, prefix=PREFIX,
                                   maxlen=settings.event_log_size, on_remote=self._remote_event)
         self._refresh_soon: asyncio.TimerHandle | None = None
+        self._registered: set[str] = set()  # session ids in the registry at the last refresh
         self._http: Any = None
         self.forwarded = 0  # API calls this node forwarded to an owner (see _cluster_api)
 
@@ -201,11 +202,14 @@ class ClusterManager(SessionManager):
                 s.row = row  # desired no longer running: the keeper releases it, which stops it
         for sid in [sid for sid, s in self._sessions.items() if sid not in rows and s.connector is None]:
             del self._sessions[sid]
+        self._registered = set(rows)
 
     async def _wanted(self) -> list[str]:
         self._refresh()
         self._note_owners(self.keeper.owners_seen)
-        return [sid for sid, s in self._sessions.items() if s.row.desired == "running"]
+        # A session deleted from the registry elsewhere is not wanted even while it still runs here:
+        # the keeper releases it, which stops it, and the next refresh forgets it.
+        return [sid for sid, s in self._sessions.items() if s.row.desired == "running" and sid in self._registered]
 
     def _note_owners(self, owners: Mapping[str, str | None]) -> None:
         """The owners the last lease sweep saw (a remote state from an older owner is dropped)."""
