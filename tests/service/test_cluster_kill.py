@@ -2,7 +2,8 @@
 
 Pins: every session is owned and connected again within lease TTL + one sweep (+ slack, see
 ``SLACK``); no session ever has two concurrent upstream connections; every accepted message reaches
-the upstream, and none is applied twice.
+the upstream, and none is applied twice; afterwards each survivor lists all 300 sessions, connected,
+with their new owner.
 
 Delivery to a plain WebSocket upstream is at-least-once: a message the killed node wrote to the
 socket but had not yet acknowledged in the outbox goes out again from the new owner. The upstream
@@ -237,6 +238,13 @@ async def test_three_nodes_300_sessions_survive_a_sigkill(tmp_path, redis_server
         assert all(up.open[s] == 1 for s in sids)
         per_session = sorted(min(t for t in up.connected_at[s] if t > killed_at) - killed_at for s in victim_sids)
 
+        async def listed_right(node: NodeProc) -> bool:  # any node lists every session with its new owner
+            items = (await node.client.get("/api/sessions")).json()["sessions"]
+            return len(items) == SESSIONS and all(i["node"] in ("n1", "n2") and i["state"] == "connected"
+                                                  for i in items)
+
+        for node in survivors:
+            await until(lambda: listed_right(node), 20, f"{node.name} lists every session with its owner", every=0.5)
         await until(lambda: len(up.applied) >= len(accepted), 60, "every accepted message delivered")
         await until(lambda: _depth_zero(r, sids), 30, "every outbox drained")
 
