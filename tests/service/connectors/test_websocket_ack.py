@@ -264,6 +264,7 @@ async def test_websocket_unacked_sent_again_after_reconnect(service: Service, ac
     await eventually(lambda: len(ack_upstream.received) == 3, what="written once")
     assert [o["id"] for _, o in ack_upstream.received] == ids  # the outbox id is stamped in
     assert await mgr.depth("w") == 3  # written, not acknowledged: not delivered
+    assert mgr.get("w").stats()["awaiting_ack"] == 3
     ack_upstream.acking = True
     await ack_upstream.drop_all()
     await eventually(lambda: _delivered(mgr, "w", 3), what="delivered after the reconnect")

@@ -228,6 +228,8 @@ class WebSocketConnector:
             out["last_error"] = str(out["last_error"])
         out["max_attempts"] = self.max_attempts
         out["delivered"] = self._delivered
+        if self._ack is not None:
+            out["awaiting_ack"] = sum(len(futs) for futs in self._waiting.values())
         return out
 
     async def start(self) -> None:
