@@ -30,7 +30,8 @@ import pytest
 from tests.conftest import free_port
 from tests.store.redis.conftest import redis_server  # noqa: F401  (module-scoped fixture)
 
-pytestmark = [pytest.mark.system, pytest.mark.slow]
+# Typically 30-50 s; the ceiling covers a loaded CI machine (every wait inside has its own timeout).
+pytestmark = [pytest.mark.system, pytest.mark.slow, pytest.mark.timeout(150)]
 
 SESSIONS = 300
 ROUNDS_BEFORE, ROUNDS_DURING, ROUNDS_AFTER = 2, 1, 2
