@@ -5,17 +5,19 @@ Pins: every session is owned and connected again within lease TTL + one sweep (+
 the upstream, and none is applied twice; afterwards each survivor lists all 300 sessions, connected,
 with their new owner.
 
-Delivery to a plain WebSocket upstream is at-least-once: a message the killed node wrote to the
-socket but had not yet acknowledged in the outbox goes out again from the new owner. The upstream
-therefore applies by message id (as any idempotent consumer does) and counts wire copies apart, and
-the test checks that wire copies happen only on sessions the killed node owned, at most one
-delivery batch per session.
+Delivery is at-least-once on the wire: a message the killed node wrote but had not yet
+acknowledged in the outbox goes out again from the new owner. The upstream therefore applies by
+message id (as any idempotent consumer does) and counts wire copies apart, and the test checks that
+wire copies happen only on sessions the killed node owned, at most one delivery batch per session.
+Every third session uses the connector's ``ack`` option and the upstream acknowledges its messages
+after ``ACK_DELAY``, so at the kill some are written but unacknowledged: those are the copies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -43,6 +45,11 @@ SWEEP = TTL / 3
 # the measured figures are printed (docs/scaleout.md quotes them).
 SLACK = 12.0
 SEND_BATCH = 32
+ACK_DELAY = 0.3  # the upstream acknowledges an ack-session's message this long after applying it
+
+
+def uses_ack(sid: str) -> bool:
+    return int(sid[1:]) % 3 == 0
 
 
 class CountingUpstream:
@@ -58,6 +65,7 @@ class CountingUpstream:
         self._applied: set[str] = set()
         self.server: Any = None
         self.port = 0
+        self._acks: set[asyncio.Task[None]] = set()
 
     async def handler(self, ws: Any) -> None:
         sid = ws.request.path.strip("/")
@@ -69,6 +77,11 @@ class CountingUpstream:
         try:
             async for msg in ws:
                 mid = msg if isinstance(msg, str) else msg.decode()
+                if mid.startswith("{"):  # an ack session: {"id": "<session>:<n>"}, acked a little later
+                    mid = json.loads(mid)["id"]
+                    task = asyncio.create_task(self._ack(ws, mid))
+                    self._acks.add(task)
+                    task.add_done_callback(self._acks.discard)
                 self.wire[mid] += 1
                 if mid not in self._applied:  # the application step is idempotent by id
                     self._applied.add(mid)
@@ -78,6 +91,14 @@ class CountingUpstream:
         finally:
             self.open[sid] -= 1
 
+    @staticmethod
+    async def _ack(ws: Any, mid: str) -> None:
+        await asyncio.sleep(ACK_DELAY)
+        try:
+            await ws.send(json.dumps({"type": "ack", "id": mid}))
+        except Exception:  # the connection is gone: the sender never learns, and sends it again
+            pass
+
     async def start(self) -> "CountingUpstream":
         from websockets.asyncio.server import serve
 
@@ -86,6 +107,8 @@ class CountingUpstream:
         return self
 
     async def stop(self) -> None:
+        for t in list(self._acks):
+            t.cancel()
         self.server.close()
         await asyncio.wait_for(self.server.wait_closed(), 10)
 
@@ -176,8 +199,11 @@ async def test_three_nodes_300_sessions_survive_a_sigkill(tmp_path, redis_server
 
         async def create(i: int, sid: str) -> None:
             async with sem:
-                resp = await nodes[i % 3].client.post("/api/sessions", json={
-                    "id": sid, "kind": "websocket", "options": {"url": f"ws://127.0.0.1:{up.port}/{sid}"}})
+                options: dict[str, Any] = {"url": f"ws://127.0.0.1:{up.port}/{sid}"}
+                if uses_ack(sid):
+                    options["ack"] = True
+                resp = await nodes[i % 3].client.post("/api/sessions", json={"id": sid, "kind": "websocket",
+                                                                             "options": options})
                 assert resp.status_code == 201, resp.text
 
         await asyncio.gather(*(create(i, s) for i, s in enumerate(sids)))
@@ -188,11 +214,12 @@ async def test_three_nodes_300_sessions_survive_a_sigkill(tmp_path, redis_server
 
         async def send(sid: str, n: int, live: list[NodeProc]) -> None:
             text = f"{sid}:{n}"
+            payload: Any = {"id": text} if uses_ack(sid) else text
             async with sem:
                 for attempt in range(20):  # bounded: a POST to the node being killed is retried elsewhere
                     node = live[(hash(text) + attempt) % len(live)]
                     try:
-                        resp = await node.client.post(f"/api/sessions/{sid}/messages", json={"payload": text},
+                        resp = await node.client.post(f"/api/sessions/{sid}/messages", json={"payload": payload},
                                                       headers={"Idempotency-Key": text})
                     except httpx.HTTPError:
                         await asyncio.sleep(0.05)
@@ -263,6 +290,7 @@ async def test_three_nodes_300_sessions_survive_a_sigkill(tmp_path, redis_server
         assert await r.xlen("tether:dead") == 0
         print(f"\nSCALEOUT sessions={SESSIONS} nodes=3 killed={victim.name} owned_by_victim={len(victim_sids)} "
               f"messages={len(accepted)} wire_duplicates={sum(c - 1 for c in wire_dupes.values())} "
+              f"(on {len(dup_sessions)} sessions, {sum(uses_ack(x) for x in dup_sessions)} with ack) "
               f"owned_after={owned_at - killed_at:.2f}s reconnected_after={reconnected_at - killed_at:.2f}s "
               f"per_session_p50={per_session[len(per_session) // 2]:.2f}s max={per_session[-1]:.2f}s "
               f"bound={bound:.1f}s (ttl {TTL} + sweep {SWEEP} + slack {SLACK})")
