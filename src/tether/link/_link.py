@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import inspect
 import logging
 import urllib.parse
@@ -22,6 +23,7 @@ from .._errors import BufferFullError, ConfigError, LinkClosedError, LinkError, 
 from .._events import Connected, Disconnected, Dropped, Event, GaveUp, HeartbeatAck
 from .._state import State
 from ._admission import Admission
+from ._deflate import check_compression, websockets_options
 from ._core import _SHARED_RNG, Abort, Connect, CoreAction, CoreConfig, Emit, GiveUp, LinkCore, SendPing, Sleep
 from ._options import AppPing, JsonAck, Message
 from ._support import LinkStats, _EventStream, _number, _Out, _Pulse, check_options, redact_url
@@ -81,6 +83,7 @@ class Link:
         session: str | None = None,
         ack: JsonAck | None = None,
         name: str | None = None,
+        compression: Any = "lean",
     ) -> None:
         if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("ws", "wss"):
             raise ConfigError(f"url must be a ws:// or wss:// URL string, got {redact_url(str(url))!r}")
@@ -109,6 +112,7 @@ class Link:
         self._headers = headers
         self._subprotocols = list(subprotocols) if subprotocols is not None else None
         self._app_ping = heartbeat
+        self._ws_options = websockets_options(check_compression(compression))
         if classifier is None:
             # One classification serves both: the recovery engine's rule packs decide for the Link too.
             classifier = _shared_link_classifier(frozenset(codes), reconnect_on_normal_close, self._clock.wall)
@@ -137,12 +141,17 @@ class Link:
         self._recv_pulse = _Pulse()
         self._room_pulse = _Pulse()
         self._state_pulse = _Pulse()
-        self._wakeup = asyncio.Event()
+        # The real clock's timer is a loop handle (no task); only a test clock's timer task uses _wakeup.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._writer_task: asyncio.Task[Any] | None = None  # exists only while something is queued
         self._subscribers: list[Callable[[Event], None]] = []
         self._streams: set[_EventStream] = set()
         self._started = False
         self._closing = False
-        self._closed = asyncio.Event()
+        self._closed = False
+        self._closed_pulse = _Pulse()
 
     # -- public surface ----------------------------------------------------------------------------
 
@@ -175,7 +184,9 @@ class Link:
         if self._started:
             return
         self._started = True
-        self._spawn(self._timer_loop(), "timer")
+        if not isinstance(self._clock, SystemClock):
+            self._wakeup = asyncio.Event()
+            self._spawn(self._timer_loop(), "timer")
         if self._durable is not None:
             await self._durable.start()
         self._feed(self._core.start(self._clock.monotonic()))
@@ -262,6 +273,7 @@ class Link:
         item = _Out(data, asyncio.get_running_loop().create_future() if connected else None)
         self._buffer.append(item)
         self._buffer_pulse.fire()
+        self._kick_writer()
         if item.fut is not None:
             await item.fut
 
@@ -334,14 +346,15 @@ class Link:
             ConfigError: a value is invalid (nothing is changed then).
         """
         self._core.configure(heartbeat_interval=heartbeat_interval, heartbeat_timeout=heartbeat_timeout, backoff=backoff)
-        self._wakeup.set()
+        self._rearm()
 
     async def close(self, *, flush_timeout: float = 2.0) -> None:
         """Close on purpose: never reconnects. Flushes buffered messages for up to ``flush_timeout`` seconds
         while connected, sends close 1000, then cancels and awaits every task the link started.
         """
         if self._closing:
-            await self._closed.wait()
+            while not self._closed:
+                await self._closed_pulse.wait()
             return
         if self._core.state is State.CONNECTED and self._unwritten() and flush_timeout > 0:
             try:
@@ -372,7 +385,8 @@ class Link:
             stream._end()
         self._streams.clear()
         self._recv_pulse.fire()
-        self._closed.set()
+        self._closed = True
+        self._closed_pulse.fire()
 
     def _unwritten(self) -> int:
         return len(self._buffer) + (1 if self._inflight is not None else 0)
@@ -422,9 +436,39 @@ class Link:
                 log.warning("[%s] gave up: %s", self.name, action.error)
                 self._recv_pulse.fire()
             elif isinstance(action, Sleep):
-                pass  # the core's deadline ends the backoff; the timer loop wakes for it
+                pass  # the core's deadline ends the backoff; the timer wakes for it
         self._state_pulse.fire()
-        self._wakeup.set()
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """Point the timer at the core's next deadline (a loop handle: an idle link keeps no timer task)."""
+        if not self._started:
+            return
+        if self._wakeup is not None:
+            self._wakeup.set()  # a test clock: its timer task recomputes
+            return
+        deadline = None if self._closing else self._core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + (deadline - self._clock.monotonic()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        # One more loop pass first: if the loop was blocked, a pong that arrived meanwhile is
+        # processed before the deadline is judged (a busy loop is not a dead peer).
+        asyncio.get_running_loop().call_soon(self._tick)
+
+    def _tick(self) -> None:
+        if self._timer is not None or self._closing:
+            return  # re-armed meanwhile (a pong moved the deadline), or closed
+        self._timer_at = None
+        self._feed(self._core.tick(self._clock.monotonic()))
 
     def _emit(self, event: Event) -> None:
         event = dataclasses.replace(event, at=self._clock.wall())
@@ -458,27 +502,20 @@ class Link:
             stream._push(event)
 
     async def _timer_loop(self) -> None:
+        """The timer on a test clock (FakeClock), which sleeps by hand; the real clock uses a loop handle."""
         # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the wake-up.
         loop = asyncio.get_running_loop()
-        real = isinstance(self._clock, SystemClock)
+        wakeup = self._wakeup
+        assert wakeup is not None
         while not self._closing:
-            self._wakeup.clear()
+            wakeup.clear()
             deadline = self._core.next_deadline()
             delay = None if deadline is None else deadline - self._clock.monotonic()
             if delay is None:
-                await self._wakeup.wait()
-            elif delay > 0 and real:
-                handle = loop.call_later(delay, self._wakeup.set)  # no task per heartbeat on the real clock
-                try:
-                    await self._wakeup.wait()
-                finally:
-                    handle.cancel()
-                # One more loop pass first: if the loop was blocked, a pong that arrived meanwhile is
-                # processed before the deadline is judged (a busy loop is not a dead peer).
-                await asyncio.sleep(0)
+                await wakeup.wait()
             elif delay > 0:
                 sleeper = loop.create_task(self._clock.sleep(delay))
-                waiter = loop.create_task(self._wakeup.wait())
+                waiter = loop.create_task(wakeup.wait())
                 try:
                     await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
@@ -521,6 +558,7 @@ class Link:
                     open_timeout=None,  # connect_timeout runs on our clock instead
                     ping_interval=None,  # the Link runs its own heartbeat
                     close_timeout=CLOSE_TIMEOUT,
+                    **self._ws_options,  # compression=
                 )
 
             ws = await wait_for(open_(), self._connect_timeout, self._clock)
@@ -538,9 +576,8 @@ class Link:
         self._spawn(self._reader(conn, ws), "reader", conn_scoped=True)
         if self._durable is not None:
             self._spawn(self._durable.writer(conn, ws), "writer", conn_scoped=True)
-        else:
-            self._spawn(self._writer(conn, ws), "writer", conn_scoped=True)
         self._feed(self._core.attempt_succeeded(conn, self._clock.monotonic()))
+        self._kick_writer()  # what was buffered while down goes out first
 
     def _teardown(self, conn: int) -> None:
         """Abort connection ``conn`` and stop its tasks; unwritten messages stay buffered, in order."""
@@ -555,6 +592,7 @@ class Link:
             for task in list(self._conn_tasks):
                 if task is not current:
                     task.cancel()
+            self._writer_task = None
             # Senders waiting for their write return now: their messages are safely buffered.
             for item in self._buffer:
                 item.settle(False)
@@ -598,13 +636,24 @@ class Link:
         except Exception:  # noqa: BLE001 - a faulty is_pong treats the message as data
             return False
 
+    def _kick_writer(self) -> None:
+        """Start a writer task when messages wait on a live connection and none runs (durable mode has its own)."""
+        ws = self._ws
+        if self._writer_task is None and self._buffer and ws is not None and self._durable is None and not self._closing:
+            self._writer_task = self._spawn(self._writer(self._ws_conn, ws), "writer", conn_scoped=True)
+
     async def _writer(self, conn: int, ws: ClientConnection) -> None:
-        """Drain the buffer on connection ``conn`` (messages queued while down or behind a write)."""
-        while True:
-            while not self._buffer or self._inflight is not None:
-                await self._buffer_pulse.wait()
-            if not await self._write(ws, self._buffer.popleft()):
-                return
+        """Drain the buffer on connection ``conn`` (messages queued while down or behind a write), then
+        end: an idle link keeps no writer task."""
+        try:
+            while self._buffer:
+                if self._inflight is not None:
+                    await self._buffer_pulse.wait()  # a write from send() goes first
+                elif not await self._write(ws, self._buffer.popleft()):
+                    return
+        finally:
+            if self._writer_task is asyncio.current_task():
+                self._writer_task = None
 
     async def _write(self, ws: ClientConnection, item: _Out, *, requeue: bool = True) -> bool:
         """Write ``item`` as the only writer; True when written. A failed write goes back to the
@@ -637,6 +686,8 @@ class Link:
             self._buffer.appendleft(item)
         if self._buffer:
             self._buffer_pulse.fire()  # the writer takes over what queued up behind this write
+            if written:
+                self._kick_writer()
         elif self._inflight is None:
             self._drained_pulse.fire()  # close() waits for this
 
@@ -649,11 +700,16 @@ class Link:
                 await ws.send(self._app_ping.make())
                 return  # the reader recognises the pong
             pong = await ws.ping()
-            await pong
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - a failed ping is a dead connection; the reader or the timeout says so
             return
+        # The answer is awaited by a callback, so this task ends as soon as the ping is written.
+        pong.add_done_callback(functools.partial(self._pong, conn))
+
+    def _pong(self, conn: int, pong: asyncio.Future[float]) -> None:
+        if pong.cancelled() or pong.exception() is not None:
+            return  # the connection ended; the reader reports it
         self._feed(self._core.pong_received(conn, self._clock.monotonic()))
 
     def __repr__(self) -> str:
