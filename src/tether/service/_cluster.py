@@ -2,7 +2,9 @@
 
 What moves to Redis: the session registry (so every node knows every session), the outbox, inbox
 and cursors (:mod:`tether.store.redis`), and session ownership (:class:`LeaseKeeper`: leases with
-fencing tokens). What stays per node, in ``data_dir``: the event log and the webhook queue.
+fencing tokens). What stays per node, in ``data_dir``: the event log (which also mirrors the other
+nodes' events, see ``_cluster_events``) and the webhook queue. API calls for a session another node
+runs are forwarded to it (``_cluster_api``).
 
 A node runs a session only while it holds the session's lease: :class:`ClusterManager` starts a
 session when the keeper acquires it and stops it when the lease is released or lost. The fencing
