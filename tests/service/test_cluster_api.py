@@ -205,3 +205,15 @@ async def test_session_deleted_from_the_registry_elsewhere_stops_where_it_runs(c
     a.service.db.delete_session(sid)  # what a non-owner's delete does to the shared registry
     await eventually(lambda: up.open[sid] == 0 and not b.service.manager.owns(sid), what="stopped on b")
     await eventually(lambda: _status(b, f"/api/sessions/{sid}", 404), what="forgotten on b")
+
+
+async def test_a_session_created_on_one_node_is_usable_on_another_at_once(cluster):
+    """Create on node a, then at once send to and read it on node b: no 404 while b's registry catches up."""
+    a, b, up = cluster
+    r = await a.client.post("/api/sessions", json={"id": "fresh", "kind": "websocket",
+                                                   "options": {"url": f"ws://127.0.0.1:{up.port}/fresh"}})
+    assert r.status_code == 201, r.text
+    r = await b.client.post("/api/sessions/fresh/messages", json={"payload": "hello"})
+    assert r.status_code == 202, r.text
+    await eventually(lambda: up.received["fresh"] == ["hello"], what="delivered once")
+    assert (await b.client.get("/api/sessions/nope")).status_code == 404

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .._clock import Clock
-from .._errors import LeaseLost, SessionConflict, StoreUnavailable
+from .._errors import LeaseLost, SessionConflict, SessionNotFound, StoreUnavailable
 from .._state import State
 from ..store.redis import LeaseKeeper, RedisInbox, RedisOutbox
 from ..store.redis._base import safe_url
@@ -283,6 +283,16 @@ class ClusterManager(SessionManager):
             except Exception as exc:  # queued durably already; the owner's idle poll delivers it
                 log.warning("[%s] could not wake the owner: %s", session_id, exc)
         return mid
+
+    def get(self, session_id: str) -> Session:
+        """A session of the shared registry, also one another node created a moment ago."""
+        try:
+            return super().get(session_id)
+        except SessionNotFound:
+            if not self._db.has_session(session_id):
+                raise
+            self._refresh()
+            return super().get(session_id)
 
     def owns(self, session_id: str) -> bool:
         """True while this node holds the session's lease."""

@@ -69,8 +69,8 @@ class ForwardToOwner:
         if FORWARDED_HEADER.encode() in headers:
             return None  # forwarded once already: act here, never bounce
         if self._token is not None:  # the local route answers 401; don't reveal owners to strangers
-            auth = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(auth, b"Bearer " + self._token):
+            scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
                 return None
         return m.group(1)
 
