@@ -66,7 +66,8 @@
     const st = s.stats || {};
     const upSince = st.up_since ?? s.up_since;
     const close = st.last_close_code != null ? `${st.last_close_code} ${st.last_close_reason || ""}`.trim() : "–";
-    setText(tr.querySelector(".kind"), s.kind || "");
+    // In a cluster every node lists every session; say which node runs it.
+    setText(tr.querySelector(".kind"), s.node ? `${s.kind || ""} @ ${s.node}` : s.kind || "");
     const badge = tr.querySelector(".state");
     setText(badge, s.state);
     badge.className = "state state-" + s.state;
