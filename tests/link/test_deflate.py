@@ -125,3 +125,12 @@ async def test_idle_link_runs_one_task_and_writer_only_while_queued() -> None:
             await asyncio.sleep(0.05)
             assert [t.get_name().rsplit(".", 1)[-1] for t in link_tasks()] == ["reader"]
         assert link_tasks() == []
+
+
+def test_link_instance_dict_stays_key_shared() -> None:
+    """A Link keeps at most 29 attributes, so CPython shares its dict keys (past that each idle link pays ~1.3 KiB)."""
+    import sys
+
+    links = [tether.connect("ws://127.0.0.1:1/") for _ in range(2)]
+    assert len(vars(links[1])) <= 29, list(vars(links[1]))
+    assert sys.getsizeof(vars(links[1])) < 600

@@ -104,12 +104,16 @@ def check_compression(compression: object) -> object:
     raise ConfigError(f"compression must be {COMPRESSION_CHOICES}; got {type(compression).__name__} {compression!r}")
 
 
+_OPTIONS: dict[object, dict[str, Any]] = {  # shared, read-only: one dict per link would cost memory
+    "lean": {"compression": None, "extensions": _LEAN},
+    "websockets": {"compression": "deflate"},
+    "default": {"compression": "deflate"},
+    None: {"compression": None},
+}
+
+
 def websockets_options(compression: object) -> dict[str, Any]:
-    """The keyword arguments of ``websockets.connect`` for a validated ``compression=`` value."""
-    if compression == "lean":
-        return {"compression": None, "extensions": _LEAN}
-    if compression in ("websockets", "default"):
-        return {"compression": "deflate"}
-    if compression is None:
-        return {"compression": None}
+    """The keyword arguments of ``websockets.connect`` for a validated ``compression=`` value (do not mutate)."""
+    if compression is None or isinstance(compression, str):
+        return _OPTIONS[compression]
     return {"compression": None, "extensions": list(compression)}  # type: ignore[call-overload]

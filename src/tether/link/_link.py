@@ -53,6 +53,33 @@ log = logging.getLogger("tether.link")
 CLOSE_TIMEOUT = 1.0
 
 
+class _Settings:
+    """The options a Link reads but never changes (slotted: see Link.__init__)."""
+
+    __slots__ = ("connect_timeout", "buffer_limit", "on_overflow", "admission", "headers", "subprotocols", "app_ping", "ws_options")
+
+    def __init__(self, connect_timeout: float, buffer_limit: int, on_overflow: str, admission: Admission | None,
+                 headers: Any, subprotocols: list[str] | None, app_ping: AppPing | None, ws_options: dict[str, Any]) -> None:
+        self.connect_timeout = connect_timeout
+        self.buffer_limit = buffer_limit
+        self.on_overflow = on_overflow
+        self.admission = admission
+        self.headers = headers
+        self.subprotocols = subprotocols
+        self.app_ping = app_ping
+        self.ws_options = ws_options
+
+
+class _Pulses:
+    """A Link's wake-ups: more buffered, all written, received, room in the receive queue, state, closed."""
+
+    __slots__ = ("buffer", "drained", "recv", "room", "state", "closed")
+
+    def __init__(self) -> None:
+        self.buffer, self.drained, self.recv = _Pulse(), _Pulse(), _Pulse()
+        self.room, self.state, self.closed = _Pulse(), _Pulse(), _Pulse()
+
+
 class Link:
     """A WebSocket connection that heals itself. Make one with :func:`tether.connect`.
 
@@ -85,18 +112,19 @@ class Link:
         name: str | None = None,
         compression: Any = "lean",
     ) -> None:
+        # Everything is validated before the first attribute is set: on CPython 3.11 a first Link
+        # whose __init__ raised half-way stops every later Link from sharing dict keys (+1.3 KiB each).
         if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("ws", "wss"):
             raise ConfigError(f"url must be a ws:// or wss:// URL string, got {redact_url(str(url))!r}")
-        self.url = url
-        self.name = name or redact_url(url)
-        self._clock: Clock = clock or SYSTEM_CLOCK
-        self._connect_timeout = _number("connect_timeout", connect_timeout, hint="e.g. connect_timeout=10.0")
+        clock = clock or SYSTEM_CLOCK
+        connect_timeout = _number("connect_timeout", connect_timeout, hint="e.g. connect_timeout=10.0")
         codes = check_options(
             backoff=backoff, buffer_limit=buffer_limit, on_overflow=on_overflow, admission=admission,
             classifier=classifier, headers=headers, subprotocols=subprotocols, heartbeat=heartbeat,
             outbox=outbox, session=session, ack=ack, auth_codes=auth_codes,
         )
-        self._core = LinkCore(
+        ws_options = websockets_options(check_compression(compression))
+        core = LinkCore(
             CoreConfig(
                 heartbeat_interval=heartbeat_interval,
                 heartbeat_timeout=heartbeat_timeout,
@@ -106,24 +134,28 @@ class Link:
                 backoff=backoff.clone() if backoff is not None else Backoff(rng=_SHARED_RNG),
             )
         )
-        self._buffer_limit = buffer_limit
-        self._on_overflow = on_overflow
-        self._admission = admission
-        self._headers = headers
-        self._subprotocols = list(subprotocols) if subprotocols is not None else None
-        self._app_ping = heartbeat
-        self._ws_options = websockets_options(check_compression(compression))
-        if classifier is None:
-            # One classification serves both: the recovery engine's rule packs decide for the Link too.
-            classifier = _shared_link_classifier(frozenset(codes), reconnect_on_normal_close, self._clock.wall)
-
-        self._classifier = classifier
-        self._durable = None
+        durable = None
         if outbox is not None:
             from ._durable import DurableSender
 
-            self._durable = DurableSender(self, outbox, str(session), ack)
+            durable = DurableSender(self, outbox, str(session), ack)
+        if classifier is None:
+            # One classification serves both: the recovery engine's rule packs decide for the Link too.
+            classifier = _shared_link_classifier(frozenset(codes), reconnect_on_normal_close, clock.wall)
 
+        self.url = url
+        self.name = name or redact_url(url)
+        self._clock: Clock = clock
+        self._core = core
+        # Settings and wake-ups live in two slotted holders: CPython shares an instance dict's keys
+        # only up to 29 attributes, and past that every idle link pays ~1.3 KiB more for its dict.
+        self._opt = _Settings(
+            connect_timeout, buffer_limit, on_overflow, admission, headers,
+            list(subprotocols) if subprotocols is not None else None, heartbeat, ws_options,
+        )
+        self._pulse = _Pulses()
+        self._classifier = classifier
+        self._durable = durable
         self._stats = LinkStats()
         self._sent = 0
         self._received = 0
@@ -136,11 +168,6 @@ class Link:
         self._buffer: collections.deque[_Out] = collections.deque()
         self._inflight: _Out | None = None
         self._recvq: collections.deque[Message] = collections.deque()
-        self._buffer_pulse = _Pulse()
-        self._drained_pulse = _Pulse()
-        self._recv_pulse = _Pulse()
-        self._room_pulse = _Pulse()
-        self._state_pulse = _Pulse()
         # The real clock's timer is a loop handle (no task); only a test clock's timer task uses _wakeup.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -151,7 +178,6 @@ class Link:
         self._started = False
         self._closing = False
         self._closed = False
-        self._closed_pulse = _Pulse()
 
     # -- public surface ----------------------------------------------------------------------------
 
@@ -213,7 +239,7 @@ class Link:
 
     async def _until_connected(self) -> None:
         while True:
-            waiter = self._state_pulse.current
+            waiter = self._pulse.state.current
             state = self._core.state
             if state is State.CONNECTED:
                 return
@@ -261,10 +287,10 @@ class Link:
             return
         if not buffer:
             raise NotConnectedError(f"[{self.name}] not connected ({self._core.state}) or busy; nothing kept")
-        if len(self._buffer) >= self._buffer_limit:
-            if self._on_overflow == "raise":
+        if len(self._buffer) >= self._opt.buffer_limit:
+            if self._opt.on_overflow == "raise":
                 raise BufferFullError(
-                    f"[{self.name}] send buffer holds buffer_limit={self._buffer_limit} messages; "
+                    f"[{self.name}] send buffer holds buffer_limit={self._opt.buffer_limit} messages; "
                     'raise buffer_limit or use on_overflow="drop_oldest"'
                 )
             self._buffer.popleft().settle(False)
@@ -272,7 +298,7 @@ class Link:
             self._emit(Dropped(1))
         item = _Out(data, asyncio.get_running_loop().create_future() if connected else None)
         self._buffer.append(item)
-        self._buffer_pulse.fire()
+        self._pulse.buffer.fire()
         self._kick_writer()
         if item.fut is not None:
             await item.fut
@@ -285,11 +311,11 @@ class Link:
             AuthError / GaveUpError: the link failed and every received message was read.
         """
         while True:
-            waiter = self._recv_pulse.current
+            waiter = self._pulse.recv.current
             if self._recvq:
                 message = self._recvq.popleft()
-                if len(self._recvq) < self._buffer_limit:
-                    self._room_pulse.fire()
+                if len(self._recvq) < self._opt.buffer_limit:
+                    self._pulse.room.fire()
                 return message
             if self._closing:
                 raise LinkClosedError(f"[{self.name}] link is closed")
@@ -354,7 +380,7 @@ class Link:
         """
         if self._closing:
             while not self._closed:
-                await self._closed_pulse.wait()
+                await self._pulse.closed.wait()
             return
         if self._core.state is State.CONNECTED and self._unwritten() and flush_timeout > 0:
             try:
@@ -384,16 +410,16 @@ class Link:
         for stream in list(self._streams):
             stream._end()
         self._streams.clear()
-        self._recv_pulse.fire()
+        self._pulse.recv.fire()
         self._closed = True
-        self._closed_pulse.fire()
+        self._pulse.closed.fire()
 
     def _unwritten(self) -> int:
         return len(self._buffer) + (1 if self._inflight is not None else 0)
 
     async def _flushed(self) -> None:
         while self._unwritten():
-            waiter = self._drained_pulse.current
+            waiter = self._pulse.drained.current
             if self._core.state is not State.CONNECTED:
                 return
             await waiter.wait()
@@ -411,6 +437,8 @@ class Link:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        if task is self._connect_task:
+            self._connect_task = None  # a finished task kept for nothing costs ~0.5 KiB per link
         if not task.cancelled() and task.exception() is not None:
             log.error("[%s] internal task %s failed", self.name, task.get_name(), exc_info=task.exception())
 
@@ -434,10 +462,10 @@ class Link:
                 self._teardown(action.conn)
             elif isinstance(action, GiveUp):
                 log.warning("[%s] gave up: %s", self.name, action.error)
-                self._recv_pulse.fire()
+                self._pulse.recv.fire()
             elif isinstance(action, Sleep):
                 pass  # the core's deadline ends the backoff; the timer wakes for it
-        self._state_pulse.fire()
+        self._pulse.state.fire()
         self._rearm()
 
     def _rearm(self) -> None:
@@ -535,7 +563,7 @@ class Link:
         return Decision(Action.RECONNECT, 0.0, f"{type(exc).__name__}: {exc}", ErrorClass.UNKNOWN)
 
     async def _resolve_headers(self) -> dict[str, str] | None:
-        headers = self._headers
+        headers = self._opt.headers
         if headers is None:
             return None
         if callable(headers):
@@ -546,27 +574,27 @@ class Link:
 
     async def _attempt(self, conn: int) -> None:
         try:
-            if self._admission is not None:
-                await self._admission.acquire()
+            if self._opt.admission is not None:
+                await self._opt.admission.acquire()
             headers = await self._resolve_headers()
 
             async def open_() -> ClientConnection:
                 return await ws_connect(
                     self.url,
                     additional_headers=headers,
-                    subprotocols=self._subprotocols,  # type: ignore[arg-type]
+                    subprotocols=self._opt.subprotocols,  # type: ignore[arg-type]
                     open_timeout=None,  # connect_timeout runs on our clock instead
                     ping_interval=None,  # the Link runs its own heartbeat
                     close_timeout=CLOSE_TIMEOUT,
-                    **self._ws_options,  # compression=
+                    **self._opt.ws_options,  # compression=
                 )
 
-            ws = await wait_for(open_(), self._connect_timeout, self._clock)
+            ws = await wait_for(open_(), self._opt.connect_timeout, self._clock)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
             if isinstance(exc, TimeoutError) and not str(exc):
-                exc = TimeoutError(f"no handshake within connect_timeout={self._connect_timeout}s")
+                exc = TimeoutError(f"no handshake within connect_timeout={self._opt.connect_timeout}s")
             self._feed(self._core.attempt_failed(conn, self._classify(exc), exc, self._clock.monotonic()))
             return
         if conn != self._core.conn or self._core.state is not State.CONNECTING:
@@ -602,21 +630,21 @@ class Link:
         try:
             while True:
                 message = await ws.recv()
-                if self._app_ping is not None and self._is_pong(message):
+                if self._opt.app_ping is not None and self._is_pong(message):
                     self._feed(self._core.pong_received(conn, self._clock.monotonic()))
                     continue
                 if self._durable is not None and await self._durable.consume(message):
                     continue
-                if len(self._recvq) >= self._buffer_limit:
+                if len(self._recvq) >= self._opt.buffer_limit:
                     # Backpressure: we stop reading, so pongs cannot be seen; suspend the heartbeat
                     # judgement instead of killing a healthy connection of a slow application.
                     self._feed(self._core.reader_paused(conn, self._clock.monotonic()))
-                    while len(self._recvq) >= self._buffer_limit:
-                        await self._room_pulse.wait()
+                    while len(self._recvq) >= self._opt.buffer_limit:
+                        await self._pulse.room.wait()
                     self._feed(self._core.reader_resumed(conn, self._clock.monotonic()))
                 self._recvq.append(message)
                 self._received += 1
-                self._recv_pulse.fire()
+                self._pulse.recv.fire()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - ConnectionClosed or anything else ends this connection
@@ -632,7 +660,7 @@ class Link:
 
     def _is_pong(self, message: Message) -> bool:
         try:
-            return bool(self._app_ping.is_pong(message))  # type: ignore[union-attr]
+            return bool(self._opt.app_ping.is_pong(message))  # type: ignore[union-attr]
         except Exception:  # noqa: BLE001 - a faulty is_pong treats the message as data
             return False
 
@@ -648,7 +676,7 @@ class Link:
         try:
             while self._buffer:
                 if self._inflight is not None:
-                    await self._buffer_pulse.wait()  # a write from send() goes first
+                    await self._pulse.buffer.wait()  # a write from send() goes first
                 elif not await self._write(ws, self._buffer.popleft()):
                     return
         finally:
@@ -685,19 +713,19 @@ class Link:
             # Back to the front, so order holds and it goes out once after the reconnect.
             self._buffer.appendleft(item)
         if self._buffer:
-            self._buffer_pulse.fire()  # the writer takes over what queued up behind this write
+            self._pulse.buffer.fire()  # the writer takes over what queued up behind this write
             if written:
                 self._kick_writer()
         elif self._inflight is None:
-            self._drained_pulse.fire()  # close() waits for this
+            self._pulse.drained.fire()  # close() waits for this
 
     def _count_sent(self) -> None:
         self._sent += 1  # plain ints on the hot path; stats builds the snapshot
 
     async def _ping(self, conn: int, ws: ClientConnection) -> None:
         try:
-            if self._app_ping is not None:
-                await ws.send(self._app_ping.make())
+            if self._opt.app_ping is not None:
+                await ws.send(self._opt.app_ping.make())
                 return  # the reader recognises the pong
             pong = await ws.ping()
         except asyncio.CancelledError:
