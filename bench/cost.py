@@ -5,6 +5,11 @@ are not polluted by a previous run, against a server in another process. The chi
 after imports, opens N connections, collects garbage, measures again (delta / N), then measures the
 CPU time it spends over a window of one heartbeat interval (20 s: both systems' default), which on an
 idle connection is the heartbeat and the timers behind it.
+
+Each library is measured with its defaults (permessage-deflate on: tether's "lean", websockets'
+"deflate") and with ``compression=None``, each against the other in the same setting; a third tether
+row with ``compression="websockets"`` separates what the link itself costs from what its
+compression setting saves.
 """
 
 from __future__ import annotations
@@ -36,11 +41,30 @@ from ._common import (
 WINDOW = 20.0
 BATCH = 250
 
+#: --child key -> (how it connects, compression= passed to it; "-" means the library's default)
+SYSTEMS: dict[str, tuple[str, Any]] = {
+    "tether": ("tether", "-"),
+    "tether-none": ("tether", None),
+    "tether-websockets": ("tether", "websockets"),
+    "websockets": ("websockets", "-"),
+    "websockets-none": ("websockets", None),
+}
+ON, OFF = "permessage-deflate on (each library's default)", "compression=None"
+ROWS = [  # (group setting, --child key, row name, baseline)
+    (ON, "tether", "tether.connect defaults (heartbeat 20 s + 10 s, compression \"lean\")", True),
+    (ON, "tether-websockets", "tether.connect compression=\"websockets\"", False),
+    (ON, "websockets", "websockets.connect defaults (ping 20 s, compression \"deflate\")", False),
+    (OFF, "tether-none", "tether.connect compression=None", True),
+    (OFF, "websockets-none", "websockets.connect compression=None", False),
+]
+
 
 async def _child(system: str, n: int, port: int, window: float) -> dict[str, Any]:
     raise_nofile()
     from websockets.asyncio.client import connect as ws_connect
 
+    system, compression = SYSTEMS[system]
+    options: dict[str, Any] = {} if compression == "-" else {"compression": compression}
     if system == "tether":
         tether_api()  # import cost belongs to the baseline, not to the connections
     proc = psutil.Process()
@@ -56,13 +80,13 @@ async def _child(system: str, n: int, port: int, window: float) -> dict[str, Any
         if system == "tether":
             import tether
 
-            links = [tether_api().connect(url) for _ in range(k)]
+            links = [tether_api().connect(url, **options) for _ in range(k)]
             for link in links:
                 await link.start()
             await asyncio.gather(*(link.wait_connected(timeout=60) for link in links))
             held += links
         else:
-            held += await asyncio.gather(*(ws_connect(url, proxy=None) for _ in range(k)))
+            held += await asyncio.gather(*(ws_connect(url, proxy=None, **options) for _ in range(k)))
     connect_s = time.monotonic() - t_connect
     gc.collect()
     await asyncio.sleep(2.0)
@@ -118,12 +142,11 @@ async def run_async(sizes: tuple[int, ...] = (10_000, 1_000), window: float = WI
         include_tether = tether_link_available()
     t_start = time.monotonic()
     for n in sizes:
-        group = f"N = {n:,} idle connections" + (" (issue 3 line)" if n == 1000 else "")
-        systems = [("tether", "tether.connect (heartbeat 20 s + 10 s)", True)] if include_tether else []
-        if not include_tether:
-            sc.rows.append(na_row("tether.connect", "tether.connect has not landed", group, True))
-        systems.append(("websockets", "websockets.connect (ping 20 s)", False))
-        for key, name, base in systems:
+        for setting, key, name, base in ROWS:
+            group = f"N = {n:,} idle connections, {setting}" + (" (issue 3 line)" if n == 1000 and setting == ON else "")
+            if key.startswith("tether") and not include_tether:
+                sc.rows.append(na_row(name, "tether.connect has not landed", group, base))
+                continue
             try:
                 r = await measure(key, n, window)
             except Exception as exc:  # noqa: BLE001 - a failed run is a row that says so
@@ -137,35 +160,43 @@ async def run_async(sizes: tuple[int, ...] = (10_000, 1_000), window: float = WI
                 "alive at end": f"{r['alive']:,}/{n:,}",
             }, group=group, baseline=base))
             # RSS is the primary; CPU gets its own ratio column
-        _cpu_ratio(sc, group)
-        _explain(sc, group)
+        for group in dict.fromkeys(r.group for r in sc.rows if r.group.startswith(f"N = {n:,} ")):
+            _cpu_ratio(sc, group)
+            _explain(sc, group)
     sc.notes += [
         f"Client process per run, server in another process; CPU measured over {window:g} s (one heartbeat "
-        "interval for both) after all connections are up; % of one core.",
-        "Both use permessage-deflate as negotiated by default (tether's Link uses websockets underneath with its defaults).",
+        "interval for both) after all connections are up; % of one core. One run per row on a shared "
+        "machine: CPU figures under ~2 % of a core are within its noise.",
+        "The server (websockets, its default deflate offer answer: 12-bit windows) is the same for every row. "
+        "tether \"lean\" asks for 12-bit windows and memLevel 4 and makes each zlib context on first use, so "
+        "an idle link carries none; websockets makes both contexts at the handshake (~30 KiB). On chat JSON "
+        "\"lean\" compresses exactly as well as websockets' default against this server (`python -m bench.deflate`).",
+        "tasks/conn counts asyncio tasks alive while idle: a Link keeps one (its reader); the heartbeat is a "
+        "loop timer handle, and a writer task exists only while messages are queued.",
     ]
     sc.seconds = time.monotonic() - t_start
     return sc
 
 
 def _explain(sc: Scenario, group: str) -> None:
-    """Say why, when tether costs more than the plain client."""
+    """Say why, when tether costs more than the plain client in the same setting."""
     rows = [r for r in sc.rows if r.group == group and "status" not in r.figures]
     t = next((r for r in rows if r.baseline), None)
-    w = next((r for r in rows if not r.baseline), None)
+    w = next((r for r in rows if r.system.startswith("websockets")), None)
     if t is None or w is None:
         return
     if max(t.figures["CPU % (one core)"], w.figures["CPU % (one core)"]) < 2.0:
         sc.notes.append(f"{group}: both spend under 2 % of a core; at this size the CPU ratio is within the "
                         "noise of a shared machine (one heartbeat per connection in the window).")
     extra = t.figures["RSS KiB/conn"] - w.figures["RSS KiB/conn"]
-    if extra > 1.0 and not any(n.startswith("Why tether costs more") for n in sc.notes):
+    if extra > 1.0:
         sc.notes.append(
-            f"Why tether costs more ({group}): +{extra:.0f} KiB per connection. It runs "
-            f"{t.figures['tasks/conn']:.0f} asyncio tasks per link (websockets: {w.figures['tasks/conn']:.0f}); "
-            "the rest is the link's own state (the extra tasks' frames and its events, timers and counters). "
-            "permessage-deflate (~46 KiB per connection, both systems) dominates either way: a "
-            "`compression=None` option would cut it to ~20 KiB.")
+            f"Why tether costs more ({group}): +{extra:.0f} KiB per connection. Both keep "
+            f"{t.figures['tasks/conn']:.0f} vs {w.figures['tasks/conn']:.0f} task(s) per connection, but not the same "
+            "one: a Link's task is its reader, always waiting in recv() (its frame plus the futures websockets "
+            "keeps for a pending recv), while websockets' is its keepalive and these connections are never read "
+            "(an application reading them adds a task of its own); the rest is the link's own state (send and "
+            "receive queues, counters, stats, core).")
 
 
 def _cpu_ratio(sc: Scenario, group: str) -> None:
@@ -184,7 +215,7 @@ def run(**kw: Any) -> Scenario:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--child", choices=["tether", "websockets"])
+    ap.add_argument("--child", choices=sorted(SYSTEMS))
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--window", type=float, default=WINDOW)
