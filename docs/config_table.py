@@ -88,11 +88,13 @@ def rows(model: type[BaseModel] = Settings, prefix: str = "") -> Iterator[tuple[
 # Where "live" needs saying more precisely (see "What applies when" in config.md).
 _NEXT_CYCLE = {f"sessions.{k}" for k in ("heartbeat_interval", "heartbeat_timeout", "backoff_base", "backoff_cap")}
 _NEW_SESSIONS = {"sessions.connect_timeout", "sessions.max_attempts"}
-_NOT_READ = ("recovery",)  # validated and versioned; nothing reads them yet
+_DELIVERY = {"recovery.max_wait", "recovery.cap"}  # what the delivery loop reads of [recovery]
 
 
 def _when(key: str) -> str:
-    if key.split(".")[0] in _NOT_READ:
+    if key.startswith("recovery.classes") or key in _DELIVERY:
+        return "live, next failed send"
+    if key.startswith("recovery."):
         return "stored only"
     if key.startswith("supervisor."):
         return "`tether supervise --config` start"

@@ -99,6 +99,22 @@ def test_a_named_wait_is_a_hold_of_at_least_that_long() -> None:
     assert send_verdict(RuntimeError("bug"), 1, 0.0).action == "retry"
 
 
+def test_send_verdict_follows_the_recovery_settings() -> None:
+    """[recovery] reaches delivery: class overrides set the step, cap bounds it, a wait over max_wait dead-letters."""
+    from tether.service._config_model import RecoverySettings
+    from tether.service._manager import send_verdict
+
+    base = send_verdict(ConnectionResetError("reset"), 1, 0.0)
+    tuned = RecoverySettings(classes={"connection": {"action": "reconnect", "max_retries": 3, "delay": 7.0}})
+    assert send_verdict(ConnectionResetError("reset"), 1, 0.0, tuned).delay >= 7.0 > base.delay
+    capped = RecoverySettings(cap=2.0)
+    assert send_verdict(ConnectionResetError("reset"), 12, 0.0, capped).delay <= 2.0 + 1e-9
+    strict = RecoverySettings(max_wait=5.0)
+    v = send_verdict(_Waits(9.0), 1, 0.0, strict)
+    assert v.action == "dead" and "9 s" in v.reason and "recovery.max_wait" in v.reason
+    assert send_verdict(_Waits(4.0), 1, 0.0, strict).action == "hold"
+
+
 async def test_rate_limit_holds_do_not_count_toward_dead_letters(tmp_path: Path) -> None:
     """Three 429 holds on a message with outbox_max_attempts=2: it is still delivered, with no attempt counted."""
     from tether.service.connectors.telegram import BotAPIRateLimited

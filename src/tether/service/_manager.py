@@ -97,21 +97,36 @@ def _server_wait(exc: BaseException, named: float | None) -> float | None:
     return max(waits) if waits else None
 
 
-def send_verdict(exc: BaseException, failures: int, now: float) -> SendVerdict:
+def _class_policies(recovery: Any) -> Mapping[ErrorClass, ClassPolicy]:
+    # Built per failed send (a few microseconds), so a PATCH of [recovery] applies to the next failure.
+    return recovery.policy_kwargs()["classes"] if recovery is not None else DEFAULT_CLASS_POLICIES
+
+
+def send_verdict(exc: BaseException, failures: int, now: float, recovery: Any = None) -> SendVerdict:
     """Decide about a failed send with the recovery engine (``classify`` + ``plan``, as webhooks do).
 
-    A server-mandated wait is a hold of at least that long; otherwise the class's backoff step grows
-    with consecutive failures (capped at 60 s) and the outbox bounds the attempts.
+    A server-mandated wait is a hold of at least that long (a wait longer than the recovery settings'
+    ``max_wait`` dead-letters the message with the wait in the reason, as the engine fails such a call);
+    otherwise the class's backoff step (``[recovery.classes]`` overrides the defaults) grows with
+    consecutive failures, capped at 60 s or ``recovery.cap`` if lower, and the outbox bounds the attempts.
+
+    Args:
+        recovery: the live ``[recovery]`` settings (``RecoverySettings``), or None for the defaults.
     """
     c = classify(exc, now=now)
     if c.error_class is ErrorClass.PERMANENT or isinstance(exc, MessageRejected):
         # e.g. InvalidBotPayload, or a Telegram 403 for one chat: retrying repeats the refusal
         return SendVerdict("dead", 0.0, c.reason)
     wait = _server_wait(exc, c.retry_after)
-    cp = DEFAULT_CLASS_POLICIES[c.error_class]
-    step = min(60.0, max(0.5, cp.delay) * (max(cp.factor, 1.5) ** min(max(failures, 1) - 1, 20)))
+    max_wait = recovery.max_wait if recovery is not None else math.inf
+    if wait is not None and wait > max_wait:
+        return SendVerdict("dead", 0.0, f"{c.reason}: the upstream asked to wait {wait:g} s, longer than "
+                                        f"recovery.max_wait ({max_wait:g} s)")
+    cap = min(60.0, recovery.cap) if recovery is not None else 60.0
+    cp = _class_policies(recovery)[c.error_class]
+    step = min(cap, max(0.5, cp.delay) * (max(cp.factor, 1.5) ** min(max(failures, 1) - 1, 20)))
     if cp.action is Action.FAIL:
-        step = 60.0  # e.g. AUTH: a retry will likely fail too; don't hammer, let the attempts run out
+        step = cap  # e.g. AUTH: a retry will likely fail too; don't hammer, let the attempts run out
     # The outbox bounds the attempts (outbox_max_attempts), so the class's own retry budget is not used.
     policy = ClassPolicy(Action.WAIT if wait is not None else Action.RETRY, max_retries=1, delay=step)
     decision = plan(dataclasses.replace(c, retry_after=wait), policy, used=0, now=0.0, deadline_at=None,
@@ -596,7 +611,7 @@ class SessionManager:
                 reason = f"{type(exc).__name__}: {exc}"
                 not_connected = isinstance(exc, NotConnectedError)
                 verdict = SendVerdict("retry", 0.0, "not connected") if not_connected else \
-                    send_verdict(exc, failures + 1, self._clock.wall())
+                    send_verdict(exc, failures + 1, self._clock.wall(), self.settings.recovery)
                 if verdict.action == "dead":
                     # This message alone is at fault: bury it with the reason, go on with the rest
                     # of the batch (still leased by us, in order).
@@ -629,7 +644,7 @@ class SessionManager:
             try:
                 written.append((m, await wait_for(conn.send_acked(m.id, m.payload), cfg.send_timeout, self._clock)))
             except Exception as exc:  # TetherError, timeout, OSError, or a connector bug
-                if send_verdict(exc, failures + 1, self._clock.wall()).action == "dead" \
+                if send_verdict(exc, failures + 1, self._clock.wall(), self.settings.recovery).action == "dead" \
                         and not isinstance(exc, NotConnectedError):
                     await self._dead_letter(s, m.id, f"{type(exc).__name__}: {exc}")
                     settled.add(m.id)
@@ -679,7 +694,7 @@ class SessionManager:
         reason = f"{type(exc).__name__}: {exc}"
         not_connected = isinstance(exc, NotConnectedError)
         verdict = SendVerdict("retry", 0.0, "not connected") if not_connected else \
-            send_verdict(exc, failures + 1, self._clock.wall())
+            send_verdict(exc, failures + 1, self._clock.wall(), self.settings.recovery)
         hold = verdict.action == "hold"
         if not hold:  # a wait the upstream named is not a failure: no backoff growth, no attempt
             failures += 1
