@@ -267,6 +267,33 @@ class Link:
             AuthError / GaveUpError: the link failed; call ``reconnect()`` first.
             LinkClosedError: the link was closed.
         """
+        ws = self._ws
+        kind = type(data)
+        if (
+            ws is not None and self._inflight is None and not self._buffer and (kind is str or kind is bytes)
+            and self._durable is None and not self._closing and self._core.state is State.CONNECTED
+        ):
+            # Fast path (nothing queued, connected): _write inlined, one coroutine less per message.
+            item = _Out(data, None)
+            self._inflight = item
+            try:
+                await ws.send(data)
+            except asyncio.CancelledError as exc:
+                self._write_failed(ws, item, exc, requeue=buffer)
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failed write ends this connection
+                self._write_failed(ws, item, exc, requeue=buffer)
+                if not buffer:
+                    raise NotConnectedError(f"[{self.name}] connection lost during the write; nothing kept") from exc
+                return
+            self._inflight = None
+            self._sent += 1
+            if self._buffer:
+                self._pulse.buffer.fire()  # senders queued behind this write: the writer takes over
+                self._kick_writer()
+            else:
+                self._pulse.drained.fire()
+            return
         if isinstance(data, (bytearray, memoryview)):
             data = bytes(data)
         if not isinstance(data, (str, bytes)):
@@ -689,19 +716,25 @@ class Link:
         self._inflight = item
         try:
             await ws.send(item.data)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            self._write_failed(ws, item, exc, requeue=requeue)
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failed write ends this connection
+            self._write_failed(ws, item, exc, requeue=requeue)
+            return False
+        self._wrote(item, written=True)
+        return True
+
+    def _write_failed(self, ws: ClientConnection, item: _Out, exc: BaseException, *, requeue: bool) -> None:
+        if isinstance(exc, asyncio.CancelledError):
             # websockets writes an unfragmented frame before its first await, so a cancel means
             # "written, drain interrupted": count it while the connection lives (re-sending would
             # duplicate it), requeue it when the connection is being torn down (likely lost).
             self._wrote(item, written=self._ws is ws and not self._closing, requeue=requeue)
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failed write ends this connection
-            self._wrote(item, written=False, requeue=requeue)
-            if not isinstance(exc, ConnectionClosed) and ws.transport is not None:
-                ws.transport.abort()  # the reader sees the loss and the core decides
-            return False
-        self._wrote(item, written=True)
-        return True
+            return
+        self._wrote(item, written=False, requeue=requeue)
+        if not isinstance(exc, ConnectionClosed) and ws.transport is not None:
+            ws.transport.abort()  # the reader sees the loss and the core decides
 
     def _wrote(self, item: _Out, *, written: bool, requeue: bool = True) -> None:
         if self._inflight is item:
