@@ -20,7 +20,7 @@ from typing import Any, Callable
 from ._common import ROOT, Child, Row, Scenario, print_scenario
 from .report import write
 
-ORDER = ["detection", "idle_cutoff", "recovery", "cost", "throughput", "outbox", "service", "chaos"]
+ORDER = ["detection", "idle_cutoff", "recovery", "cost", "deflate", "throughput", "outbox", "service", "chaos"]
 
 
 def _adapt(name: str, result: Any) -> Scenario:
