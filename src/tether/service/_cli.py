@@ -90,12 +90,16 @@ def _client(url: str, token: str | None) -> Any:
     return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=30.0, trust_env=False)
 
 
-def _call(url: str, token: str | None, method: str, path: str) -> Any:
+def _call(url: str, token: str | None, method: str, path: str, *, body: Any = None,
+          params: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
+    """One API call for a CLI command: its JSON, or a clean exit with the service's error message."""
     import httpx
 
     try:
         with _client(url, token) as c:
-            r = c.request(method, path)
+            hdrs = {**(headers or {}), **({"content-type": "application/json"} if body is not None else {})}
+            r = c.request(method, path, params={k: v for k, v in (params or {}).items() if v is not None},
+                          headers=hdrs, content=None if body is None else json.dumps(body))
     except httpx.HTTPError as exc:
         _fail(f"cannot reach the service at {url}: {exc} (is `tether serve` running? --url)")
     if r.status_code >= 400:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from ._cli import _TOKEN, _URL, _client, _fail
+from ._cli import _TOKEN, _URL, _call, _fail
 
 __all__ = ["register"]
 
@@ -24,24 +24,7 @@ _REASON = typer.Option("", "--reason", "-r", help="why (kept in the history)")
 _IF_MATCH = typer.Option(None, "--if-match", help="fail with 409 unless the config is still at this version")
 
 
-def _request(url: str, token: str | None, method: str, path: str, *, body: Any = None,
-             params: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Any:
-    import httpx
-
-    try:
-        with _client(url, token) as c:
-            hdrs = {**(headers or {}), **({"content-type": "application/json"} if body is not None else {})}
-            r = c.request(method, path, params={k: v for k, v in (params or {}).items() if v is not None},
-                          headers=hdrs, content=None if body is None else json.dumps(body))
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the service at {url}: {exc} (is `tether serve` running? --url)")
-    if r.status_code >= 400:
-        try:
-            msg = r.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            msg = r.text[:200]
-        _fail(f"HTTP {r.status_code}: {msg}", 1)
-    return r.json() if r.content else None
+_request = _call  # one API call helper for every CLI command (see _cli._call)
 
 
 def _user(user: str | None) -> str:
