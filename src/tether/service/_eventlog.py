@@ -50,21 +50,7 @@ class EventLog:
         at = getattr(event, "at", 0.0) or self._wall()
         session = data.get("session")
         type_ = event_type(event)
-        try:
-            eid = self._db.append_event(type_, session, at, data)
-        except Exception as exc:  # the log must never break the caller (a connector's hook)
-            log.warning("event log write failed: %s", exc)
-            eid = 0
-        row = EventRow(eid, type_, session, at, data)
-        self._appended += 1
-        if self._appended % 500 == 0:
-            self._db.trim_events(self._size)
-        for q in list(self._queues):
-            if q.qsize() >= _QUEUE_LIMIT:
-                self._queues.discard(q)
-                q.put_nowait(None)  # end that stream; the client resumes with Last-Event-ID
-            else:
-                q.put_nowait(row)
+        row = self._store_and_stream(type_, session, at, data)
         for cb in list(self._subscribers):
             try:
                 cb(event, row)
@@ -78,9 +64,12 @@ class EventLog:
         Live streams (SSE, dashboard) get it with a local id; subscribers (metrics, alerts, error
         log) do not: each node's observers count only what that node did, so nothing is counted twice.
         """
+        return self._store_and_stream(type_, session, at, data)
+
+    def _store_and_stream(self, type_: str, session: str | None, at: float, data: dict[str, Any]) -> EventRow:
         try:
             eid = self._db.append_event(type_, session, at, data)
-        except Exception as exc:
+        except Exception as exc:  # the log must never break the caller (a connector's hook)
             log.warning("event log write failed: %s", exc)
             eid = 0
         row = EventRow(eid, type_, session, at, data)
@@ -90,7 +79,7 @@ class EventLog:
         for q in list(self._queues):
             if q.qsize() >= _QUEUE_LIMIT:
                 self._queues.discard(q)
-                q.put_nowait(None)
+                q.put_nowait(None)  # end that stream; the client resumes with Last-Event-ID
             else:
                 q.put_nowait(row)
         return row
