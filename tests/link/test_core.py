@@ -226,6 +226,24 @@ def test_heartbeat_ping_then_ack() -> None:
     assert c.pong_received(1, 21.0) == []  # no ping outstanding
 
 
+def test_awaiting_pong_only_while_a_heartbeat_is_out() -> None:
+    """awaiting_pong is True from the ping until its pong, and never while paused or down."""
+    c = core(heartbeat_interval=20.0, heartbeat_timeout=10.0)
+    up(c, 0.0)
+    assert not c.awaiting_pong
+    c.tick(20.0)
+    assert c.awaiting_pong
+    c.pong_received(1, 20.1)
+    assert not c.awaiting_pong
+    c.tick(40.1)
+    c.reader_paused(1, 40.2)
+    assert not c.awaiting_pong
+    c.reader_resumed(1, 41.0)
+    c.tick(41.0)
+    c.connection_lost(1, NET, None, 41.5)
+    assert not c.awaiting_pong
+
+
 def test_heartbeat_silence_is_detected_within_interval_plus_timeout() -> None:
     """No pong within the timeout: HeartbeatMissed, the connection is aborted and replaced."""
     c = core(heartbeat_interval=20.0, heartbeat_timeout=10.0)

@@ -396,14 +396,12 @@ async def test_blocked_event_loop_is_not_a_dead_peer() -> None:
         async with tether.connect(url, **fast(heartbeat_interval=0.05, heartbeat_timeout=0.05)) as link:
             original = link._ping
 
-            async def ping_then_block(conn: int, ws: Any) -> None:
+            def ping_then_block(conn: int, ws: Any) -> None:
                 nonlocal blocks
-                task = asyncio.ensure_future(original(conn, ws))
-                await asyncio.sleep(0)  # the ping frame is written
+                original(conn, ws)  # the ping frame is written
                 if blocks < 3:
                     blocks += 1
                     time.sleep(0.3)  # a blocking call in the application: six heartbeat timeouts
-                await task
 
             link._ping = ping_then_block  # type: ignore[method-assign]
             link.subscribe(events.append)
@@ -494,3 +492,69 @@ async def test_custom_classifier_decides(server: FlakyServer) -> None:
             await link.wait_connected(WAIT)
     assert len(server.handshakes) == 1 and len(seen) == 1
     assert server.request_headers[0].get("X-Bot") == "7"
+
+
+async def test_heartbeat_stamps_event_and_stats(server: FlakyServer) -> None:
+    """A HeartbeatAck carries its wall time, and stats report the same rtt and time as the last one."""
+    events: list = []
+    async with tether.connect(server.url, **fast(heartbeat_interval=0.05)) as link:
+        link.subscribe(events.append)
+        await link.wait_connected(WAIT)
+        await until(lambda: sum(isinstance(e, HeartbeatAck) for e in events) >= 2)
+        acks = [e for e in events if isinstance(e, HeartbeatAck)]
+        stats = link.stats
+        assert all(e.at > 0 for e in acks) and acks[1].at >= acks[0].at
+        assert (stats.last_heartbeat_rtt, stats.last_heartbeat_at) == (acks[-1].rtt, acks[-1].at)
+        with pytest.raises(AttributeError):
+            acks[0].at = 0.0  # type: ignore[misc]  # still frozen for users
+
+
+async def test_ping_that_suspends_is_finished_in_a_task(server: FlakyServer) -> None:
+    """A ping whose write has to wait (paused socket) is finished in a task and its pong still counts."""
+    events: list = []
+    async with tether.connect(server.url, **fast(heartbeat_interval=0.05)) as link:
+        link.subscribe(events.append)
+        await link.wait_connected(WAIT)
+        ws = link._ws
+        real_ping = ws.ping
+        suspended = 0
+
+        async def slow_ping(data: Any = None) -> Any:
+            nonlocal suspended
+            suspended += 1
+            await asyncio.sleep(0.01)  # as websockets' drain() waits while the socket is paused
+            return await real_ping(data)
+
+        ws.ping = slow_ping  # type: ignore[method-assign]
+        before = sum(isinstance(e, HeartbeatAck) for e in events)
+        await until(lambda: suspended >= 3 and sum(isinstance(e, HeartbeatAck) for e in events) >= before + 3)
+        assert not any(isinstance(e, HeartbeatMissed) for e in events) and link.stats.connects == 1
+
+
+async def test_resumed_coroutine_gets_results_and_cancellation() -> None:
+    """A coroutine stepped once by hand and finished via _Resumed sees the awaited result, and a cancel."""
+    from tether.link._support import _Resumed
+
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[int] = loop.create_future()
+    cleaned: list[str] = []
+
+    async def work() -> int:
+        try:
+            return await fut + 1
+        finally:
+            cleaned.append("done")
+
+    coro = work()
+    task = asyncio.ensure_future(_Resumed(coro, coro.send(None)))
+    fut.set_result(41)
+    assert await asyncio.wait_for(task, WAIT) == 42 and cleaned == ["done"]
+
+    fut = loop.create_future()
+    coro = work()
+    task = asyncio.ensure_future(_Resumed(coro, coro.send(None)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fut.cancelled() and cleaned == ["done", "done"]

@@ -252,6 +252,11 @@ class LinkCore:
             return [SendPing(self.conn)]
         return []
 
+    @property
+    def awaiting_pong(self) -> bool:
+        """True while a heartbeat is out: the next deadline judges the peer rather than sends a ping."""
+        return self._ping_sent is not None and self.state is State.CONNECTED and not self._suspended
+
     def next_deadline(self) -> float | None:
         """The monotonic time at which :meth:`tick` has something to do, or None."""
         if self.state is State.BACKING_OFF:

@@ -26,7 +26,7 @@ from ._admission import Admission
 from ._deflate import check_compression, websockets_options
 from ._core import _SHARED_RNG, Abort, Connect, CoreAction, CoreConfig, Emit, GiveUp, LinkCore, SendPing, Sleep
 from ._options import AppPing, JsonAck, Message
-from ._support import LinkStats, _EventStream, _number, _Out, _Pulse, check_options, redact_url
+from ._support import LinkStats, _EventStream, _Facts, _number, _Out, _Pulse, _Resumed, check_options, redact_url
 
 __all__ = ["Link", "LinkStats", "connect"]
 
@@ -159,7 +159,7 @@ class Link:
         self._stats = LinkStats()
         self._sent = 0
         self._received = 0
-        self._was_up = False
+        self._facts = _Facts()  # heartbeat facts in slots, not a LinkStats copy per heartbeat
         self._ws: ClientConnection | None = None
         self._ws_conn = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -189,8 +189,10 @@ class Link:
     @property
     def stats(self) -> LinkStats:
         """A snapshot of the counters (see :class:`LinkStats`)."""
+        facts = self._facts
         return dataclasses.replace(
-            self._stats, attempts=self._core.total_attempts, buffered=self.buffered, sent=self._sent, received=self._received
+            self._stats, attempts=self._core.total_attempts, buffered=self.buffered, sent=self._sent, received=self._received,
+            last_heartbeat_rtt=facts.heartbeat_rtt, last_heartbeat_at=facts.heartbeat_at,
         )
 
     @property
@@ -484,7 +486,7 @@ class Link:
                 self._connect_task = self._spawn(self._attempt(action.conn), f"connect#{action.conn}")
             elif isinstance(action, SendPing):
                 if self._ws is not None and self._ws_conn == action.conn:
-                    self._spawn(self._ping(action.conn, self._ws), "ping", conn_scoped=True)
+                    self._ping(action.conn, self._ws)
             elif isinstance(action, Abort):
                 self._teardown(action.conn)
             elif isinstance(action, GiveUp):
@@ -515,9 +517,12 @@ class Link:
 
     def _on_timer(self) -> None:
         self._timer = None
-        # One more loop pass first: if the loop was blocked, a pong that arrived meanwhile is
-        # processed before the deadline is judged (a busy loop is not a dead peer).
-        asyncio.get_running_loop().call_soon(self._tick)
+        if self._core.awaiting_pong:
+            # One more loop pass first: if the loop was blocked, a pong that arrived meanwhile is
+            # processed before the deadline is judged (a busy loop is not a dead peer).
+            asyncio.get_running_loop().call_soon(self._tick)
+        else:
+            self._tick()  # a ping or a reconnect is due: nothing to wait for (one handle less per heartbeat)
 
     def _tick(self) -> None:
         if self._timer is not None or self._closing:
@@ -526,14 +531,35 @@ class Link:
         self._feed(self._core.tick(self._clock.monotonic()))
 
     def _emit(self, event: Event) -> None:
-        event = dataclasses.replace(event, at=self._clock.wall())
+        # The event is fresh from the core and not yet published: stamp it in place (a
+        # dataclasses.replace per heartbeat costs more than the rest of the bookkeeping).
+        at = self._clock.wall()
+        object.__setattr__(event, "at", at)
+        if isinstance(event, HeartbeatAck):
+            facts = self._facts
+            facts.heartbeat_rtt = event.rtt
+            facts.heartbeat_at = at
+        else:
+            self._update_stats(event)
+        log.debug("[%s] %s", self.name, event)
+        if self._subscribers:
+            for callback in list(self._subscribers):
+                try:
+                    callback(event)
+                except Exception:  # noqa: BLE001 - observers never break the link
+                    log.exception("[%s] event subscriber %r failed", self.name, callback)
+        if self._streams:
+            for stream in list(self._streams):
+                stream._push(event)
+
+    def _update_stats(self, event: Event) -> None:
         s = self._stats
         if isinstance(event, Connected):
-            self._was_up = True
+            self._facts.was_up = True
             s = dataclasses.replace(s, connects=s.connects + 1, up_since=event.at)
         elif isinstance(event, Disconnected):
-            lost = self._was_up
-            self._was_up = False
+            lost = self._facts.was_up
+            self._facts.was_up = False
             s = dataclasses.replace(
                 s,
                 disconnects=s.disconnects + (1 if lost else 0),
@@ -542,19 +568,11 @@ class Link:
                 last_close_code=event.code if event.code is not None else s.last_close_code,
                 last_close_reason=event.reason if event.code is not None else s.last_close_reason,
             )
-        elif isinstance(event, HeartbeatAck):
-            s = dataclasses.replace(s, last_heartbeat_rtt=event.rtt, last_heartbeat_at=event.at)
         elif isinstance(event, GaveUp):
             s = dataclasses.replace(s, last_error=str(event.error))
+        else:
+            return
         self._stats = s
-        log.debug("[%s] %s", self.name, event)
-        for callback in list(self._subscribers):
-            try:
-                callback(event)
-            except Exception:  # noqa: BLE001 - observers never break the link
-                log.exception("[%s] event subscriber %r failed", self.name, callback)
-        for stream in list(self._streams):
-            stream._push(event)
 
     async def _timer_loop(self) -> None:
         """The timer on a test clock (FakeClock), which sleeps by hand; the real clock uses a loop handle."""
@@ -755,17 +773,34 @@ class Link:
     def _count_sent(self) -> None:
         self._sent += 1  # plain ints on the hot path; stats builds the snapshot
 
-    async def _ping(self, conn: int, ws: ClientConnection) -> None:
+    def _ping(self, conn: int, ws: ClientConnection) -> None:
+        """Send one heartbeat. ``ws.ping()`` (and ``ws.send()``) write without suspending unless the
+        socket is paused or closing, so the coroutine is run here, and only one that suspends gets a
+        task to finish in: a task per heartbeat cost more than the rest of the heartbeat."""
+        app_ping = self._opt.app_ping
         try:
-            if self._opt.app_ping is not None:
-                await ws.send(self._opt.app_ping.make())
-                return  # the reader recognises the pong
-            pong = await ws.ping()
-        except asyncio.CancelledError:
-            raise
+            coro = ws.ping() if app_ping is None else ws.send(app_ping.make())
+            pending = coro.send(None)
+        except StopIteration as done:
+            if app_ping is None:
+                self._await_pong(conn, done.value)
+            return  # an app ping's answer is recognised by the reader
         except Exception:  # noqa: BLE001 - a failed ping is a dead connection; the reader or the timeout says so
             return
-        # The answer is awaited by a callback, so this task ends as soon as the ping is written.
+        self._spawn(self._finish_ping(conn, _Resumed(coro, pending), app_ping is None), "ping", conn_scoped=True)
+
+    async def _finish_ping(self, conn: int, rest: "_Resumed", pong_expected: bool) -> None:
+        try:
+            pong = await rest
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - as in _ping
+            return
+        if pong_expected:
+            self._await_pong(conn, pong)
+
+    def _await_pong(self, conn: int, pong: asyncio.Future[float]) -> None:
+        # The answer is awaited by a callback: no task waits for it.
         pong.add_done_callback(functools.partial(self._pong, conn))
 
     def _pong(self, conn: int, pong: asyncio.Future[float]) -> None:

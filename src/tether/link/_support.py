@@ -6,7 +6,7 @@ import asyncio
 import collections
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Coroutine, Generator, Mapping
 
 from .._backoff import Backoff
 from .._errors import ConfigError
@@ -38,6 +38,18 @@ class LinkStats:
     last_close_reason: str | None = None
     last_heartbeat_rtt: float | None = None
     last_heartbeat_at: float | None = None
+
+
+class _Facts:
+    """What a Link learns often (heartbeat rtt and time, whether it was up), kept in plain slots:
+    a heartbeat writes two fields instead of copying LinkStats; ``Link.stats`` folds them in on read."""
+
+    __slots__ = ("was_up", "heartbeat_rtt", "heartbeat_at")
+
+    def __init__(self) -> None:
+        self.was_up = False
+        self.heartbeat_rtt: float | None = None
+        self.heartbeat_at: float | None = None
 
 
 def redact_url(url: str) -> str:
@@ -90,6 +102,35 @@ class _Out:
     def settle(self, written: bool) -> None:
         if self.fut is not None and not self.fut.done():
             self.fut.set_result(written)
+
+
+class _Resumed:
+    """Await the rest of a coroutine that was stepped once by hand and suspended yielding ``pending``.
+
+    Delegates exactly as ``await`` does: what the task sends or throws goes to the coroutine.
+    """
+
+    __slots__ = ("_coro", "_pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self._coro = coro
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self._coro, self._pending
+        while True:
+            try:
+                sent = yield pending
+            except BaseException as exc:  # noqa: BLE001 - cancellation included: the coroutine decides
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 class _EventStream:
