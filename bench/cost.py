@@ -193,7 +193,7 @@ def _explain(sc: Scenario, group: str) -> None:
         if tc > 1.1 * wc:
             sc.notes.append(
                 f"Why tether spends more CPU on heartbeats ({group}): {tc:.2f} vs {wc:.2f} ms per connection per "
-                "minute. Per heartbeat a Link runs a short task that writes the ping (websockets pings from its "
+                "minute. Per heartbeat a Link writes the ping from a loop timer callback (websockets pings from its "
                 "long-lived keepalive task), publishes a HeartbeatAck event with the round trip (what metrics and "
                 "the service's heartbeat age read) and updates its stats snapshot, and its core re-plans the next "
                 "deadline. Both stay a small share of one core for 10,000 idle connections.")
