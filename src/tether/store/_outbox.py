@@ -44,6 +44,15 @@ def check_session(session: object) -> str:
     return session
 
 
+def check_payload(payload: object, key: object) -> None:
+    """What every outbox (SQLite or Redis) accepts to put: str or bytes, and a str key or None."""
+    if not isinstance(payload, (str, bytes)):
+        raise StoreTypeError(f"payload must be str or bytes, got {type(payload).__name__}; "
+                             f"encode it first (e.g. json.dumps(obj))")
+    if key is not None and not isinstance(key, str):
+        raise StoreTypeError(f"key must be a str or None, got {type(key).__name__}")
+
+
 def _check_seconds(name: str, value: object, *, allow_none: bool = False, positive: bool = False) -> Any:
     if value is None and allow_none:
         return None
@@ -219,11 +228,7 @@ class Outbox:
             StoreUnavailable: the database file cannot be used.
         """
         check_session(session)
-        if not isinstance(payload, (str, bytes)):
-            raise StoreTypeError(f"payload must be str or bytes, got {type(payload).__name__}; "
-                            f"encode it first (e.g. json.dumps(obj))")
-        if key is not None and not isinstance(key, str):
-            raise StoreTypeError(f"key must be a str or None, got {type(key).__name__}")
+        check_payload(payload, key)
         ttl = _check_seconds("ttl", ttl, allow_none=True, positive=True)
         now = self._clock.wall()
         self._maybe_sweep()

@@ -7,7 +7,7 @@ import socket
 from typing import Any, Iterable
 
 from ..._errors import ConfigError, StoreTypeError
-from .._outbox import _check_seconds, _limit
+from .._outbox import _check_seconds, _limit, check_payload
 from .._types import STATUSES, DeadLetter, OutboxMessage
 from . import _scripts
 from ._base import RedisBase, check_session, dec
@@ -88,11 +88,7 @@ class RedisOutbox(RedisBase):
                   ttl: float | None = None) -> str:
         """Append ``payload`` to the session's stream; returns its id (the first id again for a repeated ``key``)."""
         check_session(session)
-        if not isinstance(payload, (str, bytes)):
-            raise StoreTypeError(f"payload must be str or bytes, got {type(payload).__name__}; "
-                                 f"encode it first (e.g. json.dumps(obj))")
-        if key is not None and not isinstance(key, str):
-            raise StoreTypeError(f"key must be a str or None, got {type(key).__name__}")
+        check_payload(payload, key)
         if key == "":
             raise ConfigError("key must be a non-empty string or None")
         ttl = _check_seconds("ttl", ttl, allow_none=True, positive=True)
