@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
+from typing import Any, Awaitable, Callable
 
 import pytest
 
@@ -34,3 +36,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+async def eventually(check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``check`` every 20 ms until it returns something truthy (generous timeout, no timing asserts)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

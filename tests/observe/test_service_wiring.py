@@ -14,18 +14,9 @@ from tether.observe import AlertRule, EmailAction, Observer, WebhookAction, serv
 from tether.service._server import serve
 from tether.service._settings import load_settings
 
+from tests.conftest import eventually
+
 from .conftest import Receiver, free_port
-
-
-async def _eventually(check, what: str, timeout: float = 15.0):
-    for _ in range(int(timeout / 0.02)):
-        got = check()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _value(text: str, name: str, **labels: str) -> float | None:
@@ -67,7 +58,7 @@ async def test_service_session_down_alerts_smtp_and_webhook_then_resolves(tmp_pa
                 async def up() -> float | None:
                     return _value((await client.get("/health/metrics")).text, "tether_session_up", session="sess_1") == 1
 
-                await _eventually(up, "sess_1 up in /health/metrics")
+                await eventually(up, what="sess_1 up in /health/metrics", timeout=15.0)
                 upstream.close()  # the upstream dies and stays dead
                 await upstream.wait_closed()
                 await hook.wait(1)

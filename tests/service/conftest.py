@@ -6,13 +6,14 @@ import asyncio
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 
 import httpx
 import pytest
 import websockets
 from websockets.asyncio.server import serve as ws_serve
 
+from tests.conftest import eventually  # noqa: F401  (service tests import it from here)
 from tether.service._server import serve
 from tether.service._service import Service
 from tether.service._settings import Settings, load_settings
@@ -26,18 +27,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def eventually(check: Callable[[], Awaitable[Any] | Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``check`` every 20 ms until it returns something truthy (generous timeout, no timing asserts)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @dataclass

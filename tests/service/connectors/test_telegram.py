@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
+
 from tether import AuthError, ConfigError, LinkClosedError, State, StoreError, SystemClock
 from tether import events as ev
 from tether._classify import classify_exception
@@ -60,14 +62,6 @@ class Harness:
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
-
-
-async def eventually(predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
